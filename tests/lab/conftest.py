@@ -1,0 +1,38 @@
+"""One lab for the whole test run: five machines booted once, torn down at the end.
+
+The lab tests need root, debootstrap and systemd-nspawn (installed by `make setup`).
+They fail, not skip, when those are missing: a lab test that does not run proves nothing.
+Destructive tests put machines back (power on, restore a snapshot) in their own teardown.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from runbooks_lib.lab.machines import Lab
+
+LAB_NODES = 5
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root: run `make test` as root")
+    lab = Lab()
+    # A clean lab for every run: earlier runs' disks could hide install steps.
+    lab.down(purge=True)
+    lab.up(nodes=LAB_NODES)
+    yield lab
+    lab.down(purge=True)
+
+
+@pytest.fixture
+def running_lab(lab: Lab) -> Lab:
+    """The session lab with every machine running (a previous test may have left one off)."""
+    for row in lab.status():
+        if row.state != "running":
+            lab.poweron(row.name)
+    lab.heal()
+    return lab
