@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from runbooks_lib.errors import LabError
 from runbooks_lib.lab.machines import POWER_MODES, Lab, status_table
 
 
@@ -86,15 +87,36 @@ def _reimage(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    path = _lab(args).snapshot(args.node, args.name)
-    print(f"{args.node}: snapshot {args.name} saved ({path})")
+    node, name = _snapshot_target(args)
+    if node is None:
+        _lab(args).snapshot_all(name)
+        print(f"every machine: snapshot {name} saved (taken at one instant)")
+    else:
+        path = _lab(args).snapshot(node, name)
+        print(f"{node}: snapshot {name} saved ({path})")
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
-    _lab(args).restore(args.node, args.name)
-    print(f"{args.node}: restored snapshot {args.name}")
+    node, name = _snapshot_target(args)
+    if node is None:
+        _lab(args).restore_all(name)
+        print(f"every machine: restored snapshot {name}")
+    else:
+        _lab(args).restore(node, name)
+        print(f"{node}: restored snapshot {name}")
     return 0
+
+
+def _snapshot_target(args: argparse.Namespace) -> tuple[str | None, str]:
+    """``NODE NAME`` for one machine, ``--all NAME`` for every machine at once."""
+    if args.all:
+        if len(args.words) != 1:
+            raise LabError("with --all give only the snapshot name", fix="e.g. `runbooks lab snapshot --all installed`")
+        return None, args.words[0]
+    if len(args.words) != 2:
+        raise LabError("give a machine and a snapshot name", fix="e.g. `runbooks lab snapshot node1 before-upgrade`")
+    return args.words[0], args.words[1]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -149,14 +171,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("node")
     p.set_defaults(func=_reimage)
 
-    p = cmds.add_parser("snapshot", help="save a machine's disk")
-    p.add_argument("node")
-    p.add_argument("name")
+    p = cmds.add_parser("snapshot", help="save a machine's disk: NODE NAME, or --all NAME")
+    p.add_argument("--all", action="store_true", help="every machine at one instant (consistent etcd)")
+    p.add_argument("words", nargs="+", metavar="NODE NAME")
     p.set_defaults(func=_snapshot)
 
-    p = cmds.add_parser("restore", help="put a saved disk back (restarts a running machine)")
-    p.add_argument("node")
-    p.add_argument("name")
+    p = cmds.add_parser("restore", help="put a saved disk back (restarts a running machine): NODE NAME, or --all NAME")
+    p.add_argument("--all", action="store_true", help="every machine")
+    p.add_argument("words", nargs="+", metavar="NODE NAME")
     p.set_defaults(func=_restore)
 
     p = cmds.add_parser("demo", help="bring the lab up and run the main job on it")

@@ -18,14 +18,19 @@ LAB_NODES = 5
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
+    """The lab, fresh unless one is already fully running (then it is reused and left running)."""
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root: run `make test` as root")
     lab = Lab()
-    # A clean lab for every run: earlier runs' disks could hide install steps.
-    lab.down(purge=True)
+    states = [row.state for row in lab.status()]
+    reuse = len(states) >= LAB_NODES and all(state == "running" for state in states)
+    if not reuse:
+        # Stopped leftovers from an earlier run could hide install steps: start from blank disks.
+        lab.down(purge=True)
     lab.up(nodes=LAB_NODES)
     yield lab
-    lab.down(purge=True)
+    if not reuse:
+        lab.down(purge=True)
 
 
 @pytest.fixture

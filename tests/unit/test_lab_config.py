@@ -165,3 +165,16 @@ def test_cli_reports_errors_without_traceback(capsys: pytest.CaptureFixture[str]
     assert cli.main(["lab", "up", "--nodes", "2"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the lab needs root") and "Traceback" not in err
+
+
+def test_snapshot_cli_takes_node_and_name_or_all(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    calls = []
+    monkeypatch.setattr(Lab, "snapshot", lambda self, node, name: calls.append(("one", node, name)) or Path("/x"))
+    monkeypatch.setattr(Lab, "snapshot_all", lambda self, name: calls.append(("all", name)))
+    assert cli.main(["lab", "snapshot", "node2", "before"]) == 0
+    assert cli.main(["lab", "snapshot", "--all", "installed"]) == 0
+    assert calls == [("one", "node2", "before"), ("all", "installed")]
+    assert cli.main(["lab", "snapshot", "node2"]) == 1
+    assert cli.main(["lab", "snapshot", "--all", "node2", "x"]) == 1
+    assert "give only the snapshot name" in capsys.readouterr().err
