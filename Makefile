@@ -19,8 +19,9 @@ apt:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
 	fi
-	@# Debian's etcd-server package starts a default etcd on 2379; the lab runs its own.
-	@systemctl disable --now etcd >/dev/null 2>&1 || true; pkill -x etcd >/dev/null 2>&1 || true
+	@# Debian's etcd-server package may start a default etcd on 2379 where an init system runs it;
+	@# the lab and the tests run their own.
+	@if [ -x /etc/init.d/etcd ]; then /etc/init.d/etcd stop >/dev/null 2>&1 || true; fi
 
 venv: $(VENV)/.installed
 
