@@ -1,0 +1,402 @@
+"""Kubespray: find the checkout, build ansible-playbook command lines, run them.
+
+Runs are always ``cwd = the Kubespray directory`` (its ansible.cfg holds the
+fact cache that ``facts.yml`` then ``--limit`` relies on) and ``-b``. Prompts
+would block a headless run, so remove-node gets ``-e skip_confirmation=yes``
+and reset ``-e reset_confirmation=yes``. Output is streamed line by line to a
+callback and a log file; the PLAY RECAP and the failed tasks are parsed from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runbooks_lib import errors, local
+from runbooks_lib.runbook import redact
+
+# Logical name -> file names, preferred first. facts.yml moved to playbooks/ in
+# v2.22; v2.30+ also ship underscore names next to the dashed ones.
+PLAYBOOKS: dict[str, tuple[str, ...]] = {
+    "cluster": ("cluster.yml",),
+    "facts": ("playbooks/facts.yml", "facts.yml"),
+    "scale": ("scale.yml",),
+    "remove-node": ("remove-node.yml", "remove_node.yml"),
+    "reset": ("reset.yml",),
+    "upgrade-cluster": ("upgrade-cluster.yml", "upgrade_cluster.yml"),
+    "recover-control-plane": ("recover-control-plane.yml", "recover_control_plane.yml"),
+}
+# Extra vars that keep a playbook from waiting at a prompt (papermill has no stdin).
+NO_PROMPT_VARS: dict[str, dict[str, str]] = {
+    "remove-node": {"skip_confirmation": "yes"},
+    "reset": {"reset_confirmation": "yes"},
+}
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A Kubespray directory and the playbook files it has."""
+
+    path: Path
+    version: str  # "v2.19.0", "v2.26.1-12-gabcdef0" or "unknown"
+    version_source: str  # "git", "galaxy.yml" or "unknown"
+    playbooks: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def release(self) -> tuple[int, int] | None:
+        """(major, minor), e.g. (2, 19), or None when unknown."""
+        match = _VERSION.match(self.version)
+        return (int(match[1]), int(match[2])) if match else None
+
+    def playbook(self, name: str) -> Path:
+        """Path (relative to the checkout) of a logical playbook such as ``facts``."""
+        if name in self.playbooks:
+            return self.playbooks[name]
+        if name.endswith(".yml") and (self.path / name).is_file():
+            return Path(name)
+        wanted = PLAYBOOKS.get(name, (name,))
+        raise errors.PreconditionFailed(
+            f"Kubespray at {self.path} ({self.version}) has no {' or '.join(wanted)}",
+            fix="check out a Kubespray release that has this playbook, or check kubespray_dir",
+        )
+
+
+def detect(path: str | Path, *, git: str = "git", timeout: float = 15.0) -> Checkout:
+    """Inspect a Kubespray checkout. Read-only (runs ``git describe --tags``).
+
+    Raises BadParameters when ``path`` is missing or is not a Kubespray
+    directory (no cluster.yml).
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise errors.BadParameters(
+            f"Kubespray directory {root} does not exist",
+            fix="clone it (git clone https://github.com/kubernetes-sigs/kubespray; git checkout vX.Y.Z) "
+                "and pass its path as kubespray_dir",
+        )
+    if not (root / "cluster.yml").is_file():
+        raise errors.BadParameters(
+            f"{root} is not a Kubespray checkout: it has no cluster.yml",
+            fix="pass the top directory of the Kubespray checkout (the one with cluster.yml and ansible.cfg)",
+        )
+    playbooks: dict[str, Path] = {}
+    for name, candidates in PLAYBOOKS.items():
+        for candidate in candidates:
+            if (root / candidate).is_file():
+                playbooks[name] = Path(candidate)
+                break
+    version, source = "unknown", "unknown"
+    if (root / ".git").exists():
+        try:
+            res = local.run([git, "-C", str(root), "describe", "--tags"], timeout=timeout, check=False)
+        except errors.RunbookError:
+            res = None  # git missing: fall back to the files
+        if res is not None and res.ok and res.stdout.strip():
+            version, source = res.stdout.strip(), "git"
+    if source == "unknown" and (root / "galaxy.yml").is_file():
+        match = re.search(r"^version:\s*['\"]?([0-9][^'\"\s]*)", (root / "galaxy.yml").read_text(), re.MULTILINE)
+        if match:
+            version, source = f"v{match[1]}", "galaxy.yml"
+    return Checkout(root.resolve(), version, source, playbooks)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class PlaybookCommand:
+    """An ansible-playbook invocation: argument list and the directory to run it in."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    playbook: str  # file name relative to cwd, e.g. "playbooks/facts.yml"
+
+    def __str__(self) -> str:
+        return f"cd {shlex.quote(str(self.cwd))} && {shlex.join(self.argv)}"
+
+
+def _extra_var(key: str, value: object) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise errors.BadParameters(f"extra var name {key!r} is not a valid Ansible variable name",
+                                   fix="use letters, digits and underscores")
+    # key=value keeps the command readable (as Kubespray's docs write it); JSON keeps
+    # the type of non-strings and survives spaces and quotes in strings.
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.,:/@%+-]*", value):
+        return f"{key}={value}"
+    return json.dumps({key: value}, separators=(",", ":"))
+
+
+def command(
+    checkout: Checkout,
+    playbook: str,
+    *,
+    inventory: str | Path,
+    ansible_playbook: str | Path = "ansible-playbook",
+    limit: str | Sequence[str] | None = None,
+    extra_vars: Mapping[str, object] | None = None,
+    become: bool = True,
+    verbosity: int = 0,
+) -> PlaybookCommand:
+    """Build ``ansible-playbook -i INV -b PLAYBOOK [--limit ...] [-e k=v ...]``.
+
+    ``playbook`` is a logical name (``facts``, ``remove-node``...) or a file in
+    the checkout. The no-prompt vars of remove-node/reset are added. Raises
+    BadParameters for a missing inventory, PreconditionFailed for a playbook
+    the checkout lacks. Pure: nothing is run.
+    """
+    inv = Path(inventory).expanduser()
+    if not inv.is_absolute():
+        inv = Path.cwd() / inv  # cwd becomes the checkout: resolve against the caller's cwd now
+    if not inv.exists():
+        raise errors.BadParameters(f"inventory {inv} does not exist", fix="pass the inventory path (inventory parameter)")
+    book = checkout.playbook(playbook)
+    argv: list[str] = [str(ansible_playbook), "-i", str(inv)]
+    if become:
+        argv.append("-b")
+    argv.append(str(book))
+    if limit:
+        argv.append(f"--limit={limit if isinstance(limit, str) else ','.join(limit)}")
+    logical = next((n for n, files in PLAYBOOKS.items() if str(book) in files), playbook)
+    merged: dict[str, object] = {**NO_PROMPT_VARS.get(logical, {}), **dict(extra_vars or {})}
+    for key, value in merged.items():
+        argv += ["-e", _extra_var(key, value)]
+    if verbosity:
+        argv.append("-" + "v" * verbosity)
+    return PlaybookCommand(tuple(argv), checkout.path, str(book))
+
+
+# --------------------------------------------------------------------------- output parsing
+
+
+@dataclass(frozen=True)
+class HostStats:
+    """One PLAY RECAP line."""
+
+    host: str
+    ok: int = 0
+    changed: int = 0
+    unreachable: int = 0
+    failed: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+    @property
+    def good(self) -> bool:
+        return self.unreachable == 0 and self.failed == 0
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """A task that failed (or could not reach its host) and why."""
+
+    task: str
+    host: str
+    status: str  # "failed" | "unreachable"
+    message: str
+
+
+def strip_colors(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+_RECAP_LINE = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<stats>(?:\w+=\d+\s*)+)$")
+_TASK = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\]\s*\**\s*$")
+_FAIL = re.compile(
+    r"^(?:fatal|failed): \[(?P<host>[^\]]+?)(?: -> [^\]]+)?\]:? (?:\(item=.*?\) )?"
+    r"(?:(?P<status>FAILED|UNREACHABLE)! )?=> (?P<body>.*)$"
+)
+
+
+def parse_recap(output: str) -> dict[str, HostStats]:
+    """Per-host stats from the last PLAY RECAP in ``output`` (colours are ignored)."""
+    lines = strip_colors(output).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("PLAY RECAP")]
+    if not starts:
+        return {}
+    recap: dict[str, HostStats] = {}
+    for line in lines[starts[-1] + 1:]:
+        match = _RECAP_LINE.match(line.strip())
+        if not match:
+            if recap and line.strip():
+                break
+            continue
+        stats = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match["stats"])}
+        known = {k: v for k, v in stats.items() if k in HostStats.__dataclass_fields__}
+        recap[match["host"]] = HostStats(match["host"], **known)
+    return recap
+
+
+def _message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()
+    if not isinstance(data, dict):
+        return str(data)
+    parts = [str(data.get("msg", "")).strip()]
+    stderr = str(data.get("stderr", "") or "").strip()
+    if stderr and stderr not in parts[0]:
+        parts.append(f"stderr: {errors.tail(stderr, 3)}")
+    return " | ".join(p for p in parts if p) or body.strip()[:500]
+
+
+def parse_failures(output: str) -> list[FailedTask]:
+    """Failed and unreachable tasks, in order; failures followed by ``...ignoring`` are left out."""
+    lines = strip_colors(output).splitlines()
+    found: list[FailedTask] = []
+    task = "(before the first task)"
+    for i, line in enumerate(lines):
+        header = _TASK.match(line)
+        if header:
+            task = header["name"]
+            continue
+        match = _FAIL.match(line)
+        if not match:
+            continue
+        following = next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
+        if following == "...ignoring":
+            continue
+        status = (match["status"] or "failed").lower()  # loop items print "failed: [h] (item=x) => {...}"
+        found.append(FailedTask(task, match["host"], status, redact(_message(match["body"]))))
+    return found
+
+
+def _last_task(output: str) -> str | None:
+    names = [m["name"] for m in map(_TASK.match, strip_colors(output).splitlines()) if m]
+    return names[-1] if names else None
+
+
+def _error_lines(output: str) -> list[str]:
+    return [ln.strip() for ln in strip_colors(output).splitlines() if ln.startswith(("ERROR!", "[ERROR]"))]
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """The outcome of one ansible-playbook run (``rc`` is None for a dry run)."""
+
+    command: PlaybookCommand
+    rc: int | None
+    recap: Mapping[str, HostStats]
+    failed_tasks: tuple[FailedTask, ...]
+    log_path: Path | None
+    duration: float
+    dry_run: bool = False
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.timed_out
+
+    @property
+    def cwd(self) -> Path:
+        return self.command.cwd
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [h for h, s in self.recap.items() if s.failed] or sorted(
+            {t.host for t in self.failed_tasks if t.status == "failed"})
+
+    @property
+    def unreachable_hosts(self) -> list[str]:
+        return [h for h, s in self.recap.items() if s.unreachable] or sorted(
+            {t.host for t in self.failed_tasks if t.status == "unreachable"})
+
+
+def _failure(run: PlaybookRun, output: str) -> errors.RunbookError:
+    book = run.command.playbook
+    where = f"; log: {run.log_path}" if run.log_path else ""
+    if run.timed_out:
+        last = _last_task(output)
+        return errors.WaitTimedOut(
+            f"ansible-playbook {book} did not finish within {run.duration:.0f}s and was killed"
+            # A task's banner can appear only with its first host result (display_skipped_hosts=no),
+            # so this is the last task shown, not necessarily the one that hung.
+            + (f"; last task shown: [{last}]" if last else "; no task had started"),
+            command=list(run.command.argv),
+            stderr=errors.tail(strip_colors(output), 10),
+            fix=f"find why that task hangs (unreachable host? drain waiting?){where}; Kubespray playbooks are "
+                "idempotent: rerun the same command, with a longer timeout if it was progressing",
+        )
+    lines = [f"ansible-playbook {book} failed (exit {run.rc})"]
+    for task in run.failed_tasks:
+        lines.append(f"  task [{task.task}] {task.status} on {task.host}: {task.message[:400]}")
+    tail = None
+    if not run.failed_tasks:
+        found = _error_lines(output)[-5:]
+        lines += [f"  {e}" for e in found]
+        if not found:  # neither a failed task nor an ERROR line: show how the output ended
+            tail = errors.tail(strip_colors(output), 10)
+    fix = f"read the failing task's message{where}, fix the cause on the host and rerun the same command"
+    if run.unreachable_hosts:
+        fix = (f"{', '.join(run.unreachable_hosts)} unreachable: check the host is up and SSH works with the "
+               "inventory's user and key; every Kubespray play is any_errors_fatal, so a dead host must be "
+               f"removed from the inventory's groups before rerunning{where}")
+    failed = run.failed_hosts
+    return errors.PlaybookFailed(
+        "\n".join(lines),
+        command=list(run.command.argv),
+        host=", ".join(failed + [h for h in run.unreachable_hosts if h not in failed]) or None,
+        exit_code=run.rc,
+        stderr=redact(tail) if tail else None,
+        fix=fix,
+    )
+
+
+def run(
+    cmd: PlaybookCommand,
+    *,
+    timeout: float,
+    on_line: Callable[[str], None] | None = None,
+    log_path: str | Path | None = None,
+    check: bool = True,
+    dry_run: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> PlaybookRun:
+    """Run an ansible-playbook command in the checkout, streaming its output.
+
+    Every output line (colours stripped, secrets redacted) goes to ``on_line``
+    and to ``log_path``. The whole process group is killed after ``timeout``
+    seconds. ``dry_run`` returns the command without running anything.
+    Raises PlaybookFailed naming the failed task(s), host(s) and message, or
+    WaitTimedOut naming the playbook and the task it was stuck in;
+    ``check=False`` returns the PlaybookRun instead. Side effects: whatever
+    the playbook does; the log file is appended.
+    """
+    log = Path(log_path) if log_path is not None else None
+    if dry_run:
+        return PlaybookRun(cmd, None, {}, (), log, 0.0, dry_run=True)
+
+    def show(line: str) -> None:
+        if on_line is not None:
+            on_line(strip_colors(line))
+
+    # Unbuffered Python so lines arrive as they are printed; no colours in the log.
+    run_env = {"PYTHONUNBUFFERED": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **dict(env or {})}
+    start = time.monotonic()
+    result = local.run(cmd.argv, timeout=timeout, check=False, cwd=cmd.cwd, env=run_env,
+                       on_line=show, log_path=log)
+    output = result.stdout + "\n" + result.stderr
+    outcome = PlaybookRun(
+        command=cmd,
+        rc=result.exited,
+        recap=parse_recap(result.stdout),
+        failed_tasks=tuple(parse_failures(result.stdout)),
+        log_path=log,
+        duration=time.monotonic() - start,
+        timed_out=result.timed_out,
+    )
+    if check and not outcome.ok:
+        raise _failure(outcome, output)
+    return outcome
