@@ -1,0 +1,667 @@
+"""etcd members, health, snapshots and /etc/etcd.env, via etcdctl over SSH on a member.
+
+etcdctl runs on one chosen member with Kubespray's client certificates
+(``/etc/ssl/etcd/ssl/admin-HOST.pem``), so nothing but SSH is needed from the
+operator's machine. Output is read with ``-w json``; member ids are shown in
+hex as etcdctl's table does. The quorum arithmetic at the end is pure.
+
+Probes: member_list, endpoint_health, endpoint_status, snapshot_status, read_env,
+check_removal, check_loss. Actions: member_add, member_remove, snapshot_save,
+snapshot, set_env (each names its rollback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from runbooks_lib import ssh
+from runbooks_lib.errors import BadParameters, CommandFailed, PreconditionFailed
+
+CERT_DIR = "/etc/ssl/etcd/ssl"
+ENV_FILE = "/etc/etcd.env"
+LOCAL_ENDPOINT = "https://127.0.0.1:2379"
+
+
+@dataclass(frozen=True)
+class Etcdctl:
+    """Where and how to run etcdctl: a connection to an etcd member and its inventory name.
+
+    ``member`` is the member's inventory hostname, used in Kubespray's
+    certificate names. ``sudo`` is needed when logged in as a non-root user
+    (the keys are readable by root only).
+    """
+
+    conn: ssh.BaseConnection
+    member: str
+    endpoints: tuple[str, ...] = (LOCAL_ENDPOINT,)
+    cert_dir: str = CERT_DIR
+    etcdctl: str = "etcdctl"
+    sudo: bool = False
+    timeout: float = 30.0
+
+    def argv(self, *args: str, endpoints: Sequence[str] | None = None) -> list[str]:
+        """The full etcdctl command line for ``args``."""
+        eps = tuple(endpoints or self.endpoints)
+        d = self.cert_dir
+        return [
+            "env", "ETCDCTL_API=3", self.etcdctl,
+            f"--endpoints={','.join(eps)}",
+            f"--cacert={d}/ca.pem",
+            f"--cert={d}/admin-{self.member}.pem",
+            f"--key={d}/admin-{self.member}-key.pem",
+            *args,
+        ]
+
+    def run(self, *args: str, endpoints: Sequence[str] | None = None, check: bool = True,
+            timeout: float | None = None) -> ssh.Result:
+        return ssh.run(
+            self.conn, self.argv(*args, endpoints=endpoints),
+            timeout=timeout or self.timeout, check=check, sudo=self.sudo,
+        )
+
+
+def peer_url(ip: str, port: int = 2380) -> str:
+    """Kubespray's peer URL for a member address: ``https://IP:2380`` (IPv6 in brackets)."""
+    host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    return f"https://{host}:{port}"
+
+
+def _json(result: ssh.Result, what: str) -> object:
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise CommandFailed(
+            f"etcdctl {what} did not print JSON",
+            host=result.host, command=result.command, exit_code=result.exited,
+            stderr=result.stderr or result.stdout,
+            fix="check the etcdctl version and the certificate paths",
+        ) from None
+
+
+# -- members ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One etcd member as ``etcdctl member list`` reports it."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool = False
+
+    @property
+    def id_hex(self) -> str:
+        """The id as etcdctl's table and ``member remove`` spell it."""
+        return format(self.id, "x")
+
+    @property
+    def started(self) -> bool:
+        """False for a member added but never started (etcdctl shows "unstarted")."""
+        return bool(self.name)
+
+
+def parse_member_list(text: str) -> list[Member]:
+    """Members from ``etcdctl member list -w json`` output."""
+    data = json.loads(text)
+    return [
+        Member(
+            id=int(m["ID"]),
+            name=m.get("name", ""),
+            peer_urls=tuple(m.get("peerURLs") or ()),
+            client_urls=tuple(m.get("clientURLs") or ()),
+            is_learner=bool(m.get("isLearner", False)),
+        )
+        for m in data.get("members", [])
+    ]
+
+
+def member_list(ctl: Etcdctl) -> list[Member]:
+    """Probe: the cluster's members (``etcdctl member list -w json``). Raises CommandFailed."""
+    result = ctl.run("member", "list", "-w", "json")
+    _json(result, "member list")
+    return parse_member_list(result.stdout)
+
+
+def _normalise_url(url: str) -> str:
+    return url.rstrip("/")
+
+
+def find_member(
+    members: Sequence[Member], *, member_id: int | str | None = None, name: str | None = None,
+    peer_url: str | None = None,
+) -> Member:
+    """The one member matching exactly one selector.
+
+    ``member_id`` is an int or etcdctl's hex string; ``peer_url`` must equal a
+    member's peer URL exactly (``https://10.0.0.1:2380`` never matches
+    10.0.0.11). Raises BadParameters (not exactly one selector) or
+    PreconditionFailed (no member or several match).
+    """
+    given = [s for s in (member_id, name, peer_url) if s is not None]
+    if len(given) != 1:
+        raise BadParameters("give exactly one of member_id, name, peer_url")
+    if member_id is not None:
+        wanted = member_id if isinstance(member_id, int) else int(str(member_id), 16)
+        matches = [m for m in members if m.id == wanted]
+        label = f"id {format(wanted, 'x')}"
+    elif name is not None:
+        matches = [m for m in members if m.name == name]
+        label = f"name {name}"
+    else:
+        url = _normalise_url(str(peer_url))
+        matches = [m for m in members if url in {_normalise_url(u) for u in m.peer_urls}]
+        label = f"peer URL {url}"
+    listing = ", ".join(f"{m.id_hex} {m.name or '(unstarted)'} {','.join(m.peer_urls)}" for m in members)
+    if not matches:
+        raise PreconditionFailed(
+            f"no etcd member with {label}; members: {listing}",
+            fix="check the member list; it may already have been removed",
+        )
+    if len(matches) > 1:
+        raise PreconditionFailed(f"several etcd members match {label}: {listing}", fix="select by id")
+    return matches[0]
+
+
+@dataclass(frozen=True)
+class MemberAdded:
+    """What ``etcdctl member add`` printed: the values the new member must start with."""
+
+    id: int
+    name: str
+    peer_url: str
+    initial_cluster: str
+    initial_cluster_state: str
+
+    @property
+    def id_hex(self) -> str:
+        return format(self.id, "x")
+
+
+def parse_member_add(text: str, name: str, peer: str) -> MemberAdded:
+    """Parse ``etcdctl member add`` output (``Member ID added ...`` and ETCD_* lines)."""
+    m = re.search(r"Member\s+([0-9a-f]+)\s+added", text)
+    env = dict(re.findall(r'^(ETCD_[A-Z_]+)="?([^"\n]*)"?\s*$', text, flags=re.M))
+    if not m or "ETCD_INITIAL_CLUSTER" not in env:
+        raise ValueError(f"unexpected member add output: {text!r}")
+    return MemberAdded(
+        id=int(m.group(1), 16),
+        name=env.get("ETCD_NAME", name),
+        peer_url=env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS", peer),
+        initial_cluster=env["ETCD_INITIAL_CLUSTER"],
+        initial_cluster_state=env.get("ETCD_INITIAL_CLUSTER_STATE", "existing"),
+    )
+
+
+def member_add(
+    ctl: Etcdctl, name: str, peer: str, *, learner: bool = False, retry_for: float = 20.0
+) -> MemberAdded:
+    """Action: announce a new member (``etcdctl member add NAME --peer-urls=URL``).
+
+    ``name`` must be the ETCD_NAME the new node will start with. Returns the
+    ETCD_INITIAL_CLUSTER etcd printed. etcd's "unhealthy cluster" refusal
+    (members not yet connected for 5 s) is retried for ``retry_for`` seconds.
+    Raises PreconditionFailed if the peer URL is already a member,
+    CommandFailed otherwise. Until the new member
+    starts, the cluster counts it in its quorum. Rollback: ``member_remove(ctl,
+    member_id=result.id)``.
+    """
+    for m in member_list(ctl):
+        if _normalise_url(peer) in {_normalise_url(u) for u in m.peer_urls}:
+            raise PreconditionFailed(
+                f"peer URL {peer} already belongs to member {m.id_hex} ({m.name or 'unstarted'})",
+                host=ctl.conn.name,
+                fix="remove that member first, or start the node with the existing membership",
+            )
+    args = ["member", "add", name, f"--peer-urls={peer}"]
+    if learner:
+        args.append("--learner")
+    deadline = time.monotonic() + retry_for
+    while True:
+        result = ctl.run(*args, check=False)
+        # etcd refuses reconfiguration until every member has been connected for
+        # 5 s (strict reconfig check), e.g. right after a member remove: retry.
+        if result.ok or "unhealthy cluster" not in result.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    if result.failed:
+        raise ssh.failure(result, fix="check `endpoint health --cluster`: every started member must be healthy")
+    try:
+        return parse_member_add(result.stdout, name, peer)
+    except ValueError:
+        raise CommandFailed(
+            "could not read etcdctl member add output", host=result.host, command=result.command,
+            stderr=result.stdout, fix="check the member list by hand",
+        ) from None
+
+
+def member_remove(
+    ctl: Etcdctl, *, member_id: int | str | None = None, name: str | None = None, peer_url: str | None = None
+) -> Member:
+    """Action: remove one member (``etcdctl member remove HEXID``), selected exactly.
+
+    Check the quorum first with :func:`check_removal`. Raises
+    PreconditionFailed if no member or several match, CommandFailed if etcd
+    refuses. Returns the removed member. Rollback: :func:`member_add` with
+    its name and peer URL, then start it with a fresh data dir and
+    ETCD_INITIAL_CLUSTER_STATE=existing.
+    """
+    member = find_member(member_list(ctl), member_id=member_id, name=name, peer_url=peer_url)
+    ctl.run("member", "remove", member.id_hex)
+    return member
+
+
+# -- health and status -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    endpoint: str
+    healthy: bool
+    took: str = ""
+    error: str = ""
+
+
+def parse_endpoint_health(text: str) -> list[EndpointHealth]:
+    """Parse ``etcdctl endpoint health -w json`` output."""
+    data = json.loads(text) if text.strip() else []
+    if isinstance(data, dict):
+        data = [data]
+    return [
+        EndpointHealth(
+            endpoint=d.get("endpoint", ""), healthy=bool(d.get("health")),
+            took=str(d.get("took", "")), error=str(d.get("error") or ""),
+        )
+        for d in data
+    ]
+
+
+def endpoint_health(
+    ctl: Etcdctl, *, cluster: bool = False, endpoints: Sequence[str] | None = None, timeout: float | None = None
+) -> list[EndpointHealth]:
+    """Probe: health of the given endpoints, or of every member's with ``cluster=True``.
+
+    An unhealthy endpoint is a result (healthy False, error set), not an
+    exception; CommandFailed only when etcdctl printed nothing usable (e.g.
+    with ``cluster=True`` and no endpoint answering the member list).
+    """
+    args = ["endpoint", "health", "-w", "json"] + (["--cluster"] if cluster else [])
+    result = ctl.run(*args, endpoints=endpoints, check=False, timeout=timeout)
+    try:
+        return parse_endpoint_health(result.stdout)
+    except json.JSONDecodeError:
+        raise ssh.failure(result, fix="check that at least one endpoint answers (etcd running, certificates)") from None
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """One member's ``endpoint status``: its leader view, revision, raft term, db size, version."""
+
+    endpoint: str
+    member_id: int
+    leader: int
+    revision: int
+    raft_term: int
+    raft_index: int
+    db_size: int
+    version: str
+    is_learner: bool = False
+
+    @property
+    def member_hex(self) -> str:
+        return format(self.member_id, "x")
+
+    @property
+    def leader_hex(self) -> str:
+        return format(self.leader, "x")
+
+    @property
+    def is_leader(self) -> bool:
+        return self.member_id == self.leader
+
+
+def parse_endpoint_status(text: str) -> list[EndpointStatus]:
+    """Parse ``etcdctl endpoint status -w json`` output."""
+    data = json.loads(text) if text.strip() else []
+    out = []
+    for d in data:
+        s = d["Status"]
+        header = s.get("header", {})
+        out.append(
+            EndpointStatus(
+                endpoint=d["Endpoint"], member_id=int(header.get("member_id", 0)), leader=int(s.get("leader", 0)),
+                revision=int(header.get("revision", 0)), raft_term=int(s.get("raftTerm", header.get("raft_term", 0))),
+                raft_index=int(s.get("raftIndex", 0)), db_size=int(s.get("dbSize", 0)),
+                version=str(s.get("version", "")), is_learner=bool(s.get("isLearner", False)),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Statuses of the endpoints that answered, and errors of those that did not."""
+
+    statuses: tuple[EndpointStatus, ...]
+    errors: tuple[str, ...]
+
+    def __iter__(self):
+        return iter(self.statuses)
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+    @property
+    def leaders(self) -> set[str]:
+        """Distinct leaders seen (hex); more than one means a split view."""
+        return {s.leader_hex for s in self.statuses if s.leader}
+
+
+def endpoint_status(
+    ctl: Etcdctl, *, cluster: bool = False, endpoints: Sequence[str] | None = None, timeout: float | None = None
+) -> StatusReport:
+    """Probe: status of the given endpoints, or of every member's with ``cluster=True``.
+
+    Endpoints that do not answer are listed in ``errors`` (etcdctl's stderr
+    lines). Raises CommandFailed when no endpoint answered.
+    """
+    args = ["endpoint", "status", "-w", "json"] + (["--cluster"] if cluster else [])
+    result = ctl.run(*args, endpoints=endpoints, check=False, timeout=timeout)
+    try:
+        statuses = parse_endpoint_status(result.stdout)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        statuses = []
+    if not statuses:
+        raise ssh.failure(result, fix="no etcd endpoint answered: check that etcd runs on the members")
+    errors = tuple(line for line in result.stderr.splitlines() if line.strip())
+    return StatusReport(tuple(statuses), errors)
+
+
+# -- snapshots -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    hash: int
+    revision: int
+    total_keys: int
+    total_size: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A verified snapshot: where it was taken and stored, its status and checksums."""
+
+    host: str
+    endpoint: str
+    remote_path: str
+    local_path: str
+    status: SnapshotStatus
+    remote_sha256: str
+    local_sha256: str
+    size: int
+
+
+def snapshot_save(ctl: Etcdctl, remote_path: str, *, endpoint: str | None = None, timeout: float = 300.0) -> ssh.Result:
+    """Action: ``etcdctl snapshot save PATH`` against ONE endpoint (etcd requires one).
+
+    Raises BadParameters for several endpoints, CommandFailed if the save
+    fails. Rollback: delete ``remote_path``.
+    """
+    ep = endpoint or (ctl.endpoints[0] if len(ctl.endpoints) == 1 else None)
+    if not ep or "," in ep:
+        raise BadParameters(
+            f"snapshot save takes exactly one endpoint, got {endpoint or ctl.endpoints}",
+            fix="pass endpoint= the client URL of one healthy member",
+        )
+    result = ctl.run("snapshot", "save", remote_path, endpoints=[ep], timeout=timeout)
+    if ctl.sudo and ctl.conn.needs_sudo:
+        # etcdctl ran as root; let the SSH user download it.
+        ssh.run(ctl.conn, ["chown", ctl.conn.host.user, remote_path], timeout=30, sudo=True)
+    return result
+
+
+def snapshot_status(ctl: Etcdctl, remote_path: str, *, timeout: float = 120.0) -> SnapshotStatus:
+    """Probe: hash, revision, key count and size of a snapshot file on the member.
+
+    Uses ``etcdutl snapshot status`` when installed (etcd 3.5+, required on
+    3.6), else ``etcdctl snapshot status``. Raises CommandFailed for a
+    corrupt or missing file.
+    """
+    has_etcdutl = ssh.run(ctl.conn, ["sh", "-c", "command -v etcdutl"], timeout=30, check=False).ok
+    if has_etcdutl:
+        argv = ["etcdutl", "snapshot", "status", remote_path, "-w", "json"]
+        result = ssh.run(ctl.conn, argv, timeout=timeout, sudo=ctl.sudo)
+    else:
+        result = ssh.run(
+            ctl.conn, ["env", "ETCDCTL_API=3", ctl.etcdctl, "snapshot", "status", remote_path, "-w", "json"],
+            timeout=timeout, sudo=ctl.sudo,
+        )
+    data = _json(result, "snapshot status")
+    assert isinstance(data, dict)
+    return SnapshotStatus(
+        hash=int(data["hash"]), revision=int(data["revision"]),
+        total_keys=int(data["totalKey"]), total_size=int(data["totalSize"]),
+    )
+
+
+def remote_sha256(conn: ssh.BaseConnection, path: str, *, sudo: bool = False, timeout: float = 120.0) -> str:
+    """Probe: ``sha256sum`` of a remote file."""
+    result = ssh.run(conn, ["sha256sum", "--", path], timeout=timeout, sudo=sudo)
+    return result.stdout.split()[0]
+
+
+def local_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snapshot(
+    ctl: Etcdctl, remote_path: str, local_path: str | os.PathLike, *, endpoint: str | None = None,
+    timeout: float = 300.0,
+) -> Snapshot:
+    """Action: save a snapshot on the member, verify it, download it and compare checksums.
+
+    Raises CommandFailed when saving or verifying fails or the checksums
+    differ (the bad local copy is deleted). Rollback: delete both files.
+    """
+    snapshot_save(ctl, remote_path, endpoint=endpoint, timeout=timeout)
+    status = snapshot_status(ctl, remote_path, timeout=timeout)
+    remote_sum = remote_sha256(ctl.conn, remote_path, sudo=ctl.sudo, timeout=timeout)
+    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    ssh.get(ctl.conn, remote_path, local_path, timeout=timeout)
+    local_sum = local_sha256(local_path)
+    if local_sum != remote_sum:
+        Path(local_path).unlink(missing_ok=True)
+        raise CommandFailed(
+            f"downloaded snapshot differs from {remote_path} on {ctl.conn.name}: "
+            f"sha256 {local_sum} here, {remote_sum} there",
+            host=ctl.conn.name,
+            fix="download it again; check disk space on both ends",
+        )
+    return Snapshot(
+        host=ctl.conn.name, endpoint=endpoint or ctl.endpoints[0], remote_path=remote_path,
+        local_path=str(local_path), status=status, remote_sha256=remote_sum, local_sha256=local_sum,
+        size=Path(local_path).stat().st_size,
+    )
+
+
+# -- /etc/etcd.env ----------------------------------------------------------------
+
+_KEY = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:,=@+%-]*$")
+
+
+def _unquote(raw: str) -> str:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        return raw[1:-1]
+    return raw
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """An environment file as lines (comments and order kept) with KEY=VALUE lookup."""
+
+    lines: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> EnvFile:
+        return cls(tuple(text.splitlines()))
+
+    def as_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in self.lines:
+            m = _KEY.match(line)
+            if m and not line.lstrip().startswith("#"):
+                out[m.group(1)] = _unquote(m.group(2))
+        return out
+
+    def __getitem__(self, key: str) -> str:
+        return self.as_dict()[key]
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.as_dict().get(key, default)
+
+    def set(self, key: str, value: str) -> EnvFile:
+        """A copy with ``key`` set (its last assignment replaced, or appended)."""
+        if "\n" in value:
+            raise BadParameters(f"value for {key} contains a newline")
+        rendered = value if _PLAIN.match(value) else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines = list(self.lines)
+        for i in range(len(lines) - 1, -1, -1):
+            m = _KEY.match(lines[i])
+            if m and m.group(1) == key and not lines[i].lstrip().startswith("#"):
+                lines[i] = f"{key}={rendered}"
+                break
+        else:
+            lines.append(f"{key}={rendered}")
+        return EnvFile(tuple(lines))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+@dataclass(frozen=True)
+class EnvChange:
+    host: str
+    path: str
+    key: str
+    old: str | None
+    new: str
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+def read_env(conn: ssh.BaseConnection, path: str = ENV_FILE, *, sudo: bool = False, timeout: float = 30.0) -> EnvFile:
+    """Probe: parse /etc/etcd.env (or ``path``). Raises CommandFailed if unreadable."""
+    text = ssh.read_text(conn, path, sudo=sudo, timeout=timeout)
+    return EnvFile.parse(text or "")
+
+
+def set_env(
+    conn: ssh.BaseConnection, key: str, value: str, *, path: str = ENV_FILE, sudo: bool = False,
+    timeout: float = 30.0,
+) -> EnvChange:
+    """Action: set KEY=VALUE in /etc/etcd.env, written atomically; no-op when already set.
+
+    etcd reads the file only when it (re)starts, and ETCD_INITIAL_* only at a
+    member's first start; Kubespray rewrites the file on every run. Raises
+    CommandFailed. Rollback: ``set_env(conn, key, change.old)``.
+    """
+    env = read_env(conn, path, sudo=sudo, timeout=timeout)
+    old = env.get(key)
+    if old != value:
+        ssh.write_text(conn, path, env.set(key, value).text(), sudo=sudo, timeout=timeout)
+    return EnvChange(conn.name, path, key, old, value)
+
+
+# -- quorum arithmetic ------------------------------------------------------------
+
+
+def quorum(n: int) -> int:
+    """Members that must agree in an ``n``-member cluster: n // 2 + 1."""
+    return n // 2 + 1
+
+
+def fault_tolerance(n: int) -> int:
+    """Members an ``n``-member cluster can lose and keep quorum."""
+    return max(0, (n - 1) // 2)
+
+
+@dataclass(frozen=True)
+class QuorumVerdict:
+    ok: bool
+    message: str
+    members: int
+    healthy: int
+    quorum: int
+
+
+def check_removal(members: Collection[str], healthy: Collection[str], remove: str) -> QuorumVerdict:
+    """Would removing member ``remove`` keep quorum, given which members are healthy?
+
+    The removal itself needs quorum of the current cluster, and the cluster
+    left behind needs quorum of its smaller size.
+    """
+    names, up = set(members), set(healthy) & set(members)
+    n = len(names)
+    if remove not in names:
+        return QuorumVerdict(False, f"{remove} is not a member ({', '.join(sorted(names))})", n, len(up), quorum(n))
+    if len(up) < quorum(n):
+        return QuorumVerdict(
+            False,
+            f"the cluster has lost quorum: {len(up)} of {n} members healthy, {quorum(n)} needed; "
+            "no member can be removed until quorum is back (or restore from a snapshot)",
+            n, len(up), quorum(n),
+        )
+    n2, up2 = n - 1, up - {remove}
+    if n2 == 0 or len(up2) < quorum(n2):
+        return QuorumVerdict(
+            False,
+            f"removing {remove} would leave {n2} members with {len(up2)} healthy, below quorum {quorum(n2)}: "
+            "the cluster would stop accepting writes",
+            n2, len(up2), quorum(n2),
+        )
+    return QuorumVerdict(
+        True,
+        f"removing {remove} leaves {n2} members, {len(up2)} healthy, quorum {quorum(n2)}, "
+        f"tolerating {fault_tolerance(n2)} more failure(s)" + (
+            " (an even member count: add a member back soon)" if n2 % 2 == 0 else ""
+        ),
+        n2, len(up2), quorum(n2),
+    )
+
+
+def check_loss(members: Collection[str], healthy: Collection[str], lose: str) -> QuorumVerdict:
+    """Would losing member ``lose`` (powered off, not removed) keep quorum?"""
+    names, up = set(members), set(healthy) & set(members)
+    n = len(names)
+    up2 = up - {lose}
+    if len(up2) < quorum(n):
+        return QuorumVerdict(
+            False,
+            f"losing {lose} would leave {len(up2)} of {n} members healthy, below quorum {quorum(n)}: "
+            "etcd and the Kubernetes API would stop",
+            n, len(up2), quorum(n),
+        )
+    return QuorumVerdict(
+        True,
+        f"losing {lose} leaves {len(up2)} of {n} members healthy, quorum {quorum(n)}, "
+        f"{len(up2) - quorum(n)} more failure(s) tolerated",
+        n, len(up2), quorum(n),
+    )

@@ -1,0 +1,184 @@
+"""ssh: results, quoting, MockConnection, run_group, LocalConnection and remote text files."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib import errors, ssh
+
+
+def test_result_properties_and_tail() -> None:
+    r = ssh.Result("node1", "false", 1, "a\nb\nc\n", "x\ny\n", 0.1)
+    assert r.failed and not r.ok
+    assert r.tail("stdout", 2) == "b\nc"
+    assert r.tail() == "x\ny"
+    with pytest.raises(Exception):
+        r.exited = 0  # frozen
+
+
+def test_run_quotes_argv_and_never_takes_strings() -> None:
+    conn = ssh.MockConnection("node1", {("echo", "a b", "$(rm -rf /)", "it's"): "ok\n"})
+    result = ssh.run(conn, ["echo", "a b", "$(rm -rf /)", "it's"], timeout=5)
+    assert result.stdout == "ok\n" and result.ok and result.host == "node1"
+    assert result.command == shlex.join(["echo", "a b", "$(rm -rf /)", "it's"])
+    assert shlex.split(result.command) == ["echo", "a b", "$(rm -rf /)", "it's"]
+    with pytest.raises(errors.BadParameters):
+        ssh.run(conn, "echo hi", timeout=5)  # type: ignore[arg-type]
+
+
+def test_run_check_raises_with_result_and_opt_out() -> None:
+    conn = ssh.MockConnection("node2", {("systemctl", "is-active", "etcd"): ssh.Reply("inactive\n", "boom\n", 3)})
+    with pytest.raises(errors.CommandFailed) as info:
+        ssh.run(conn, ["systemctl", "is-active", "etcd"], timeout=5)
+    exc = info.value
+    assert exc.exit_code == 3 and exc.host == "node2" and "boom" in str(exc)
+    assert "systemctl is-active etcd" in str(exc)
+    assert exc.result.exited == 3  # type: ignore[attr-defined]
+    result = ssh.run(conn, ["systemctl", "is-active", "etcd"], timeout=5, check=False)
+    assert result.exited == 3 and result.stdout == "inactive\n"
+
+
+def test_sudo_prefix_only_when_not_root() -> None:
+    user = ssh.MockConnection("n", {("sudo", "-n", "--", "swapoff", "-a"): ""}, user="debian")
+    ssh.run(user, ["swapoff", "-a"], timeout=5, sudo=True)
+    root = ssh.MockConnection("n", {("swapoff", "-a"): ""})
+    ssh.run(root, ["swapoff", "-a"], timeout=5, sudo=True)
+    assert user.calls[0].argv[:3] == ("sudo", "-n", "--") and root.calls[0].argv == ("swapoff", "-a")
+
+
+def test_mock_fails_loudly_and_supports_sequences_callables_exceptions() -> None:
+    conn = ssh.MockConnection("m")
+    conn.expect(["a"], ["first", ssh.Reply(exited=2)])
+    conn.expect("b --flag", lambda argv, data: ssh.Reply(stdout=(data or b"").decode().upper()))
+    conn.expect(["dead"], errors.HostUnreachable("gone", host="m"))
+    assert ssh.run(conn, ["a"], timeout=1).stdout == "first"
+    assert ssh.run(conn, ["a"], timeout=1, check=False).exited == 2
+    with pytest.raises(AssertionError, match="unexpected command on m: a"):
+        ssh.run(conn, ["a"], timeout=1)
+    assert ssh.run(conn, ["b", "--flag"], timeout=1, input="hi").stdout == "HI"
+    with pytest.raises(errors.HostUnreachable):
+        ssh.run(conn, ["dead"], timeout=1)
+    with pytest.raises(AssertionError, match="unexpected command on m: rm -rf /"):
+        ssh.run(conn, ["rm", "-rf", "/"], timeout=1)
+    conn.assert_all_used()
+    conn.expect(["never"], "x")
+    with pytest.raises(AssertionError, match="never"):
+        conn.assert_all_used()
+    assert [c.argv for c in conn.calls][:2] == [("a",), ("a",)]
+    assert conn.calls[3].input == b"hi"
+
+
+def test_from_inventory_host() -> None:
+    h = ssh.from_inventory_host(
+        "node1", None, {"ansible_host": "10.0.0.1", "ip": "10.1.0.1", "ansible_user": "debian", "ansible_port": 2222},
+        key_path="/k", known_hosts="/kh",
+    )
+    assert h == ssh.Host("node1", "10.0.0.1", "debian", 2222, "/k", "/kh")
+    assert ssh.from_inventory_host("n", None, {"ip": "10.1.0.1"}).address == "10.1.0.1"
+    assert ssh.from_inventory_host("n", "10.9.9.9", {"ansible_host": "x"}).address == "10.9.9.9"
+    with pytest.raises(errors.BadParameters):
+        ssh.from_inventory_host("n", None, {})
+
+
+def test_connection_requires_known_hosts() -> None:
+    with pytest.raises(errors.BadParameters, match="known_hosts"):
+        ssh.Connection(ssh.Host("n", "127.0.0.1"))
+
+
+# -- run_group ------------------------------------------------------------------------
+
+
+def _slow(value, delay: float):
+    def answer(argv, data):
+        time.sleep(delay)
+        return value
+
+    return answer
+
+
+def test_run_group_parallel_and_per_host_results() -> None:
+    conns = [ssh.MockConnection(f"node{i}", {("uptime",): _slow(f"up {i}\n", 0.5)}) for i in range(1, 5)]
+    start = time.monotonic()
+    group = ssh.run_group(conns, ["uptime"], timeout=5)
+    assert time.monotonic() - start < 1.5  # four 0.5 s commands in parallel
+    assert set(group) == {"node1", "node2", "node3", "node4"}
+    assert group["node3"].stdout == "up 3\n"
+    assert len(group.succeeded) == 4 and not group.failed
+
+
+def test_run_group_one_combined_error_after_all_answered() -> None:
+    conns = [
+        ssh.MockConnection("node1", {("true",): ""}),
+        ssh.MockConnection("node2", {("true",): ssh.Reply(stderr="disk full\n", exited=1)}),
+        ssh.MockConnection("node3", {("true",): errors.HostUnreachable("cannot reach node3", host="node3")}),
+        ssh.MockConnection("node4", {("true",): _slow("", 0.3)}),
+    ]
+    with pytest.raises(errors.CommandFailed) as info:
+        ssh.run_group(conns, ["true"], timeout=5)
+    group = info.value.result  # type: ignore[attr-defined]
+    assert set(group.succeeded) == {"node1", "node4"}  # node4 answered even though others failed first
+    assert set(group.failed) == {"node2", "node3"}
+    assert isinstance(group["node3"], errors.HostUnreachable)
+    text = str(info.value)
+    assert "2 of 4 hosts failed" in text and "node2: exit 1: disk full" in text and "node3: HostUnreachable" in text
+
+    group = ssh.run_group(conns, ["true"], timeout=5, check=False)
+    assert len(group.failed) == 2
+
+
+def test_run_group_all_unreachable_is_host_unreachable() -> None:
+    conns = [ssh.MockConnection(n, {("true",): errors.HostUnreachable(f"{n} off")}) for n in ("a", "b")]
+    with pytest.raises(errors.HostUnreachable):
+        ssh.run_group(conns, ["true"], timeout=5)
+    with pytest.raises(errors.BadParameters):
+        ssh.run_group([ssh.MockConnection("a"), ssh.MockConnection("a")], ["true"], timeout=5)
+
+
+# -- LocalConnection and remote text files ---------------------------------------------------
+
+
+def test_local_connection_runs_argv_without_a_shell(tmp_path: Path) -> None:
+    conn = ssh.LocalConnection()
+    r = ssh.run(conn, ["printf", "%s|", "a b", "$HOME", ";", "x"], timeout=10)
+    assert r.stdout == "a b|$HOME|;|x|"
+    assert ssh.run(conn, ["cat"], timeout=10, input="piped").stdout == "piped"
+    missing = ssh.run(conn, ["no-such-program-here"], timeout=10, check=False)
+    assert missing.exited == 127
+    start = time.monotonic()
+    with pytest.raises(errors.CommandFailed, match="did not finish within 0.5s"):
+        ssh.run(conn, ["sleep", "5"], timeout=0.5)
+    assert time.monotonic() - start < 3
+
+
+def test_write_text_atomic_keeps_mode_and_read_text(tmp_path: Path) -> None:
+    conn = ssh.LocalConnection()
+    target = tmp_path / "etcd.env"
+    target.write_text("OLD=1\n")
+    target.chmod(0o640)
+    ssh.write_text(conn, str(target), "NEW=2\n", timeout=10)
+    assert target.read_text() == "NEW=2\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["etcd.env"]  # no temp file left behind
+    fresh = tmp_path / "new.conf"
+    ssh.write_text(conn, str(fresh), "x\n", timeout=10, mode="0600")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert ssh.read_text(conn, str(fresh), timeout=10) == "x\n"
+    assert ssh.read_text(conn, str(tmp_path / "absent"), timeout=10, missing_ok=True) is None
+    with pytest.raises(errors.CommandFailed):
+        ssh.read_text(conn, str(tmp_path / "absent"), timeout=10)
+
+
+def test_write_text_argv_uses_hidden_temp_beside_target() -> None:
+    argv = ssh.write_text_argv("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    assert argv[:2] == ["sh", "-c"] and argv[4:6] == [
+        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        "/etc/kubernetes/manifests/.kube-apiserver.yaml.runbooks-tmp",
+    ]
+    # the script takes paths as positional parameters only
+    assert "kube-apiserver" not in argv[2]
