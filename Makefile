@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 APT_PACKAGES := python3-venv python3-dev gcc debootstrap systemd-container iproute2 nftables iptables \
-	openssh-client etcd-server etcd-client haproxy keepalived hey curl ca-certificates git
+	openssh-client etcd-server etcd-client haproxy keepalived hey dnsmasq-base curl ca-certificates git
 
 .PHONY: setup apt venv demo test test-unit bench lab-down clean
 
