@@ -727,8 +727,10 @@ def set_etcd_servers(
     return ManifestChange(conn.name, path, old, new)
 
 
-def restart_apiserver(conn: ssh.BaseConnection, unit: str, *, sudo: bool = False, timeout: float = 60.0) -> ssh.Result:
-    """Action: ``systemctl restart UNIT`` for an API server run as a service.
+def restart_apiserver(
+    conn: ssh.BaseConnection, unit: str = "kube-apiserver", *, sudo: bool = False, timeout: float = 60.0
+) -> ssh.Result:
+    """Action: ``systemctl restart UNIT`` for an API server run as a service (``kube-apiserver``).
 
     On a kubeadm control plane (a static pod), kubelet already restarted it
     when the manifest changed; there, restart ``kubelet`` only if the pod did

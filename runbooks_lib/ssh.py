@@ -1,33 +1,36 @@
-"""Commands and files on cluster machines over SSH, with verified host keys.
+"""Commands and files on cluster machines over SSH (fabric), with verified host keys.
 
 Every command is an argument list, shell-quoted here with :func:`shlex.join`
 (nothing builds shell strings from parameters), and every call has a timeout:
 connecting is bounded by ``connect_timeout`` (a powered-off machine whose SYNs
 are dropped answers :class:`~runbooks_lib.errors.HostUnreachable` instead of
-hanging), and a command is bounded by ``timeout`` even when its host dies while
-the command runs.
+hanging), and a command is bounded by ``timeout`` even when its host dies or
+freezes while the command runs.
 
 Host keys are checked against one known_hosts file only (never the user's or
 the system's, never auto-added): an unknown or changed key raises
 :class:`~runbooks_lib.errors.HostKeyError` saying how to pin the right key.
+No ssh_config or fabric configuration file changes how a machine is reached.
 
 Three connection kinds share one interface so that callers never care which
-one they hold: :class:`Connection` (SSH, paramiko), :class:`LocalConnection`
-(the operator's machine, subprocess) and :class:`MockConnection` (tests: maps
-expected commands to replies and fails loudly on anything else).
+one they hold: :class:`Connection` (SSH through :class:`fabric.Connection`),
+:class:`LocalConnection` (the operator's machine, through
+:func:`runbooks_lib.local.run`) and :class:`MockConnection` (tests, in the
+manner of invoke's MockContext: maps expected commands to replies and fails
+loudly on anything else).
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
 import getpass
 import hashlib
+import io
 import os
-import select
 import shlex
 import shutil
 import socket
-import subprocess
 import threading
 import time
 import types
@@ -36,8 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Union
 
+import fabric
+import fabric.runners
+import fabric.transfer
 import paramiko
+from invoke.exceptions import CommandTimedOut, ThreadException, UnexpectedExit
 
+from runbooks_lib import local
 from runbooks_lib.errors import (
     BadParameters,
     CommandFailed,
@@ -228,12 +236,127 @@ class _RejectUnknownKey(paramiko.MissingHostKeyPolicy):
         )
 
 
-class Connection(BaseConnection):
-    """An SSH connection to one :class:`Host`, opened lazily on first use.
+class _Remote(fabric.runners.Remote):
+    """fabric's remote runner, adapted to commands with a known, finite input.
 
-    Host keys are verified against ``host.known_hosts`` only (paramiko's
-    reject policy; nothing is ever added to the file). Raises BadParameters
-    when no known_hosts file is given.
+    invoke copies stdin one byte per poll for interactive use and never sends
+    EOF when there is none; here the whole payload is sent at once and stdin
+    is closed, so a command that reads it (``cat``, ``sh -c 'cat > f'``) ends.
+    Output is decoded incrementally, so a UTF-8 character split across two
+    reads is not mangled.
+    """
+
+    read_chunk_size = 65536
+
+    def start(self, command: str, shell: str, env: dict[str, Any], timeout: float | None = None) -> None:
+        super().start(command, shell, env, timeout=timeout)
+        if not self.streams["in"]:
+            try:
+                self.channel.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # the command already ended (or the connection did): its outcome says which
+
+    def handle_stdin(self, input_: Any, output: Any, echo: bool = False) -> None:
+        try:
+            self.channel.sendall(input_.read())
+            self.channel.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            # The command exited without reading it all, or the timeout closed the channel:
+            # the exit status or the timeout tells what happened.
+            pass
+
+    def read_proc_output(self, reader: Callable[[int], bytes | None]) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder(self.encoding)("replace")
+        while True:
+            data = reader(self.read_chunk_size)
+            text = decoder.decode(data or b"", final=not data)
+            if text:
+                yield text
+            if not data:
+                return
+
+    def kill(self) -> None:
+        # Runs in invoke's timer thread: a channel that cannot be closed cleanly (host gone)
+        # is torn down with the connection by the caller; nothing to report from here.
+        try:
+            super().kill()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        # Without a pty there is no remote ^C: stop waiting at once (the remote command may go on,
+        # as after a timeout) instead of until the command ends by itself.
+        self.kill()
+        raise interrupt
+
+
+def _fabric_config() -> fabric.Config:
+    """A fabric configuration that reads no file: no ~/.ssh/config, /etc/ssh/ssh_config or fabric.yaml.
+
+    What reaches a cluster machine is decided by the inventory host alone.
+    """
+    return fabric.Config(
+        lazy=True,
+        ssh_config=paramiko.SSHConfig(),
+        overrides={
+            "load_ssh_configs": False,
+            "forward_agent": False,
+            "gateway": None,
+            "runners": {"remote": _Remote},
+        },
+    )
+
+
+class _Watchdog:
+    """Tears a connection down if a call is still blocked ``seconds`` after it started.
+
+    fabric's command timeout starts once the command is running and SFTP has
+    no overall timeout; the steps before (opening a session, the exec or
+    subsystem request) wait for replies without a bound. A frozen machine
+    keeps the TCP connection open and answers nothing, so only closing the
+    connection from another thread ends such a wait.
+    """
+
+    def __init__(self, client: paramiko.SSHClient, seconds: float) -> None:
+        self.client = client
+        self.fired = False
+        self._done = threading.Event()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        if self._done.is_set():
+            return
+        self.fired = True
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - the connection is being abandoned either way
+            pass
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._timer.cancel()
+
+
+# Beyond the command timeout, how long the watchdog leaves fabric's own timeout to act.
+_WATCHDOG_GRACE = 1.0
+
+
+class Connection(BaseConnection):
+    """An SSH connection to one :class:`Host`, built on :class:`fabric.Connection`, opened lazily.
+
+    Host keys are verified against ``host.known_hosts`` only: the paramiko
+    client under the fabric connection loads that file and refuses anything
+    else (nothing is ever added to it); no ssh_config or fabric config file
+    is read. With ``host.key_path`` only that key is offered (no agent, no
+    ~/.ssh keys); without one, the agent and the default keys are tried.
+    Privileged commands get ``sudo -n --`` in their argv (see :func:`run`)
+    rather than fabric's ``sudo``, which would wait for a password prompt.
+    Raises BadParameters when no known_hosts file is given.
     """
 
     def __init__(
@@ -251,7 +374,7 @@ class Connection(BaseConnection):
         self.host = host
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
-        self._client: paramiko.SSHClient | None = None
+        self._fabric: fabric.Connection | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -261,17 +384,26 @@ class Connection(BaseConnection):
     # -- connecting ---------------------------------------------------------
 
     def open(self) -> paramiko.SSHClient:
-        """Connect (if not connected). Raises HostUnreachable, HostKeyError, CommandFailed (auth)."""
-        with self._lock:
-            if self._client is not None:
-                transport = self._client.get_transport()
-                if transport is not None and transport.is_active():
-                    return self._client
-                self._drop()
-            self._client = self._connect()
-            return self._client
+        """Connect (if not connected); return the verified paramiko client under the fabric connection.
 
-    def _connect(self) -> paramiko.SSHClient:
+        Raises HostUnreachable, HostKeyError, CommandFailed (authentication).
+        """
+        return self._open().client
+
+    @property
+    def fabric(self) -> fabric.Connection:
+        """The connected :class:`fabric.Connection` (connects first if needed; same errors as :meth:`open`)."""
+        return self._open()
+
+    def _open(self) -> fabric.Connection:
+        with self._lock:
+            if self._fabric is not None and self._fabric.is_connected:
+                return self._fabric
+            self._drop()
+            self._fabric = self._connect()
+            return self._fabric
+
+    def _connect(self) -> fabric.Connection:
         h = self.host
         assert h.known_hosts
         if not os.path.isfile(h.known_hosts):
@@ -280,29 +412,33 @@ class Connection(BaseConnection):
                 host=h.name,
                 fix="pass the path of the file that pins this cluster's host keys",
             )
-        client = paramiko.SSHClient()
-        # Only the given file: the user's ~/.ssh/known_hosts must not vouch for cluster machines.
-        client.load_host_keys(h.known_hosts)
-        client.set_missing_host_key_policy(_RejectUnknownKey(h))
         t = self.connect_timeout
+        conn = fabric.Connection(
+            h.address,
+            user=h.user,
+            port=h.port,
+            config=_fabric_config(),
+            connect_timeout=t,
+            connect_kwargs={
+                "key_filename": [h.key_path] if h.key_path else [],
+                "look_for_keys": h.key_path is None,
+                "allow_agent": h.key_path is None,
+                "banner_timeout": t,
+                "auth_timeout": t,
+                "channel_timeout": t,
+            },
+        )
+        # fabric's client would add unknown keys; only the given file may vouch for a machine
+        # (not ~/.ssh/known_hosts, which load_system_host_keys would read).
+        conn.client.load_host_keys(h.known_hosts)
+        conn.client.set_missing_host_key_policy(_RejectUnknownKey(h))
         try:
-            client.connect(
-                hostname=h.address,
-                port=h.port,
-                username=h.user,
-                key_filename=h.key_path,
-                allow_agent=h.key_path is None,
-                look_for_keys=h.key_path is None,
-                timeout=t,
-                banner_timeout=t,
-                auth_timeout=t,
-                channel_timeout=t,
-            )
+            conn.open()
         except HostKeyError:
-            client.close()
+            conn.client.close()
             raise
         except paramiko.BadHostKeyException as exc:
-            client.close()
+            conn.client.close()
             name = _known_hosts_name(h)
             raise HostKeyError(
                 f"REMOTE HOST IDENTIFICATION HAS CHANGED for {h.name} ({h.address}): "
@@ -316,7 +452,7 @@ class Connection(BaseConnection):
                 ),
             ) from None
         except paramiko.AuthenticationException as exc:
-            client.close()
+            conn.client.close()
             raise CommandFailed(
                 f"SSH authentication as {h.user} failed on {h.name} ({h.address}): {exc}",
                 host=h.name,
@@ -324,22 +460,23 @@ class Connection(BaseConnection):
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             # socket.timeout (SYNs dropped), refused, no route, banner/kex timeouts.
-            client.close()
+            conn.client.close()
             raise HostUnreachable(
                 f"cannot reach {h.name} at {h.address}:{h.port} within {t:g}s: {exc or type(exc).__name__}",
                 host=h.name,
                 fix="check that the machine is powered on and that port 22 is open from here",
             ) from None
-        transport = client.get_transport()
-        if transport is not None and self.keepalive:
-            transport.set_keepalive(int(max(1, self.keepalive)))
-        return client
+        if self.keepalive:
+            conn.transport.set_keepalive(int(max(1, self.keepalive)))
+        return conn
 
     def _drop(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            # Closing a transport whose peer vanished returns at once (socket close only).
-            client.close()
+        if self._fabric is not None:
+            conn, self._fabric = self._fabric, None
+            # Transport first: closing a transport whose peer vanished returns at once (socket
+            # close only), and the SFTP session fabric may hold is closed with it.
+            conn.client.close()
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
@@ -361,103 +498,116 @@ class Connection(BaseConnection):
             fix="check whether the machine is still powered on; the command's effect on it is unknown",
         )
 
+    def _timed_out(self, command: str, timeout: float, stderr: str) -> RunbookError:
+        """The error for a command that did not end in time: the host died, or the command is slow."""
+        self.close()  # the channel was abandoned mid-command; the next call reconnects
+        if not self._reachable():
+            return self._lost(
+                f"{self.host.name} stopped answering while running the command "
+                f"(no answer within the {timeout:g}s timeout)"
+            )
+        return CommandFailed(
+            f"command did not finish within {timeout:g}s on {self.host.name}",
+            host=self.host.name,
+            command=command,
+            stderr=stderr,
+            fix="raise the timeout if the command is just slow; it may still be running there",
+        )
+
     # -- commands -----------------------------------------------------------
 
     def execute(
         self, argv: list[str], command: str, *, timeout: float, input: bytes | None
     ) -> tuple[int, str, str]:
-        deadline = time.monotonic() + timeout
-        client = self.open()
-        transport = client.get_transport()
-        try:
-            assert transport is not None
-            # Opening a session runs the login machinery (PAM, logind) and can take seconds on a
-            # busy machine: it counts against the command's timeout, not the connect timeout.
-            chan = transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
-            chan.exec_command(command)
-            if input:
-                chan.settimeout(max(0.1, deadline - time.monotonic()))
-                chan.sendall(input)
-            chan.shutdown_write()
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._lost(f"SSH session to {self.host.name} failed: {exc or type(exc).__name__}") from None
-        out, err = bytearray(), bytearray()
-        try:
-            while True:
-                if chan.recv_ready():
-                    out += chan.recv(65536)
-                    continue
-                if chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                    continue
-                if chan.exit_status_ready() and (chan.eof_received or chan.closed):
-                    break
-                if not transport.is_active():
-                    raise self._lost(f"the SSH connection to {self.host.name} dropped during the command")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    chan.close()
-                    if not self._reachable():
-                        raise self._lost(
-                            f"{self.host.name} stopped answering while running the command "
-                            f"(no answer within the {timeout:g}s timeout)"
-                        )
-                    self.close()
-                    raise CommandFailed(
-                        f"command did not finish within {timeout:g}s on {self.host.name}",
-                        host=self.host.name,
-                        command=command,
-                        stderr=bytes(err),
-                        fix="raise the timeout if the command is just slow; it may still be running there",
-                    )
-                select.select([chan], [], [], min(remaining, 0.5))
-            exited = chan.recv_exit_status()
-        finally:
-            chan.close()
-        if exited == -1 and not transport.is_active():
-            # Closed without an exit status: the connection died (machine gone, sshd killed).
+        conn = self._open()
+        # Opening a session runs the login machinery (PAM, logind) and can take seconds on a
+        # busy machine: it is bounded by the command's timeout, not the connect timeout.
+        conn.transport.channel_timeout = timeout
+        result: fabric.runners.Result | None = None
+        timed_out = False
+        broken: BaseException | None = None
+        with _Watchdog(conn.client, timeout + _WATCHDOG_GRACE) as watchdog:
+            try:
+                result = conn.run(
+                    command,
+                    hide=True,
+                    warn=True,
+                    pty=False,
+                    in_stream=io.BytesIO(input) if input is not None else False,
+                    encoding="utf-8",
+                    timeout=timeout,
+                )
+            except CommandTimedOut as exc:
+                timed_out, result = True, exc.result
+            except UnexpectedExit as exc:  # not raised with warn=True; its Result is what counts
+                result = exc.result
+            except (OSError, EOFError, paramiko.SSHException, ThreadException) as exc:
+                broken = exc
+        # exited -1: the channel closed without an exit status (a signal, or the connection died).
+        if timed_out or (watchdog.fired and (result is None or result.exited == -1)):
+            raise self._timed_out(command, timeout, result.stderr if result is not None else "")
+        if broken is not None:
+            raise self._lost(f"SSH session to {self.host.name} failed: {broken or type(broken).__name__}")
+        assert result is not None
+        if result.exited == -1 and not conn.is_connected:
             raise self._lost(f"the SSH connection to {self.host.name} dropped during the command")
-        return exited, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return result.exited, result.stdout, result.stderr
 
     # -- files --------------------------------------------------------------
 
-    def _sftp(self, timeout: float) -> paramiko.SFTPClient:
-        try:
-            sftp = self.open().open_sftp()
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._lost(f"SFTP to {self.host.name} failed: {exc}") from None
-        sftp.get_channel().settimeout(timeout)
-        return sftp
-
     def put(self, local_path: str | os.PathLike, remote_path: str, *, timeout: float) -> None:
-        """Upload a file (SFTP). Raises HostUnreachable, CommandFailed (permission, path)."""
-        self._transfer("put", str(local_path), remote_path, timeout)
+        """Upload a file (SFTP, fabric's Transfer); the remote file keeps its mode if it exists.
+
+        ``remote_path`` may name a directory (the file keeps its name there).
+        ``timeout`` bounds opening SFTP and every read/write of the transfer.
+        Raises HostUnreachable, CommandFailed (permission, path).
+        """
+        self._transfer("put", os.fspath(local_path), remote_path, timeout)
 
     def get(self, remote_path: str, local_path: str | os.PathLike, *, timeout: float) -> None:
-        """Download a file (SFTP). Raises HostUnreachable, CommandFailed (permission, path)."""
-        self._transfer("get", remote_path, str(local_path), timeout)
+        """Download a file (SFTP, fabric's Transfer); the local copy gets the remote file's mode.
+
+        ``timeout`` bounds opening SFTP and every read/write of the transfer.
+        Raises HostUnreachable, CommandFailed (permission, path).
+        """
+        # fabric fills {host}, {basename}... into a local path: keep braces in a name literal.
+        target = os.fspath(local_path).replace("{", "{{").replace("}", "}}")
+        self._transfer("get", remote_path, target, timeout)
 
     def _transfer(self, how: str, src: str, dst: str, timeout: float) -> None:
-        sftp = self._sftp(timeout)
+        conn = self._open()
+        conn.transport.channel_timeout = timeout
+        with _Watchdog(conn.client, timeout) as watchdog:
+            try:
+                sftp = conn.sftp()  # fabric keeps this session for later transfers
+                sftp.get_channel().settimeout(timeout)
+            except (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError) as exc:
+                why = f"no answer within {timeout:g}s" if watchdog.fired else str(exc) or type(exc).__name__
+                raise self._lost(f"SFTP to {self.host.name} failed: {why}") from None
+        transfer = fabric.transfer.Transfer(conn)
         try:
-            getattr(sftp, how)(src, dst)
-        except (socket.timeout, TimeoutError, EOFError) as exc:
+            if how == "put":
+                transfer.put(src, dst, preserve_mode=False)
+            else:
+                transfer.get(src, dst, preserve_mode=True)
+        except (socket.timeout, TimeoutError, EOFError, paramiko.SSHException, paramiko.SFTPError) as exc:
             raise self._lost(f"SFTP {how} {src} -> {dst} on {self.host.name} stalled: {exc}") from None
         except OSError as exc:
+            if not conn.is_connected:
+                raise self._lost(f"SFTP {how} {src} -> {dst} on {self.host.name} broke off: {exc}") from None
             raise CommandFailed(
                 f"SFTP {how} {src} -> {dst} failed on {self.host.name}: {exc}",
                 host=self.host.name,
                 fix="check the path and its permissions",
             ) from None
-        finally:
-            sftp.close()
 
 
 class LocalConnection(BaseConnection):
-    """Runs commands on this machine with subprocess, behind the same interface as SSH.
+    """Runs commands on this machine through :func:`runbooks_lib.local.run`, behind the same interface as SSH.
 
     Used for the operator's machine and for tests against local processes.
-    ``env`` entries are added to the inherited environment.
+    ``env`` entries are added to the inherited environment. Input is text
+    (bytes are decoded as UTF-8).
     """
 
     def __init__(self, name: str = "localhost", *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
@@ -472,22 +622,29 @@ class LocalConnection(BaseConnection):
     def execute(
         self, argv: list[str], command: str, *, timeout: float, input: bytes | None
     ) -> tuple[int, str, str]:
-        env = {**os.environ, **self.env} if self.env else None
         try:
-            proc = subprocess.run(
-                argv, input=input, capture_output=True, timeout=timeout, env=env, cwd=self.cwd,
-                stdin=None if input is not None else subprocess.DEVNULL,
+            result = local.run(
+                argv,
+                timeout=timeout,
+                check=False,
+                cwd=self.cwd,
+                env=self.env or None,
+                input=input.decode("utf-8", "replace") if input is not None else None,
             )
-        except subprocess.TimeoutExpired as exc:
+        except CommandFailed as exc:
+            # Not started: answer as a shell would (127 missing program, 126 not executable).
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return 127, "", f"{argv[0]}: command not found\n"
+            if isinstance(exc.__cause__, PermissionError):
+                return 126, "", f"{argv[0]}: permission denied\n"
+            raise
+        if result.timed_out:
             raise CommandFailed(
                 f"command did not finish within {timeout:g}s on {self.host.name}",
-                host=self.host.name, command=command, stderr=exc.stderr,
+                host=self.host.name, command=command, stderr=result.stderr,
                 fix="raise the timeout if the command is just slow",
-            ) from None
-        except FileNotFoundError:
-            # Same answer a shell gives for a missing program.
-            return 127, "", f"{argv[0]}: command not found\n"
-        return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+            )
+        return result.exited, result.stdout, result.stderr
 
     def put(self, local_path: str | os.PathLike, remote_path: str, *, timeout: float) -> None:
         shutil.copyfile(local_path, remote_path)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
+import fabric
 import pytest
 
 from runbooks_lib import errors, ssh
@@ -33,7 +36,7 @@ def test_every_machine_with_verified_host_key(running_lab, tmp_path: Path) -> No
         for conn in conns:
             assert group[conn.name].stdout.strip() == conn.name
             # the key the session was verified with is the machine's pinned key
-            key = conn.open().get_transport().get_remote_server_key()
+            key = conn.fabric.transport.get_remote_server_key()
             assert ssh.fingerprint(key) == running_lab.fingerprint(conn.name)
         local = tmp_path / "payload.txt"
         local.write_text("a file with 'quotes' and $dollars\n")
@@ -41,6 +44,19 @@ def test_every_machine_with_verified_host_key(running_lab, tmp_path: Path) -> No
         assert ssh.run(conns[0], ["cat", "/tmp/payload.txt"], timeout=20).stdout == local.read_text()
         ssh.get(conns[0], "/etc/hostname", tmp_path / "hostname", timeout=20)
         assert (tmp_path / "hostname").read_text().strip() == conns[0].name
+        # a binary file both ways over fabric's SFTP transfer, checked end to end with sha256
+        blob = tmp_path / "blob.bin"
+        blob.write_bytes(os.urandom(2 << 20))
+        digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+        ssh.put(conns[1], blob, "/tmp/runbooks-blob.bin", timeout=30)
+        try:
+            remote = ssh.run(conns[1], ["sha256sum", "/tmp/runbooks-blob.bin"], timeout=30).stdout.split()[0]
+            assert remote == digest
+            ssh.get(conns[1], "/tmp/runbooks-blob.bin", tmp_path / "blob.back", timeout=30)
+            assert hashlib.sha256((tmp_path / "blob.back").read_bytes()).hexdigest() == digest
+        finally:
+            ssh.run(conns[1], ["rm", "-f", "/tmp/runbooks-blob.bin"], timeout=20)
+        assert isinstance(conns[1].fabric, fabric.Connection)
     finally:
         for conn in conns:
             conn.close()

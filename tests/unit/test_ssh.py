@@ -156,6 +156,38 @@ def test_local_connection_runs_argv_without_a_shell(tmp_path: Path) -> None:
     assert time.monotonic() - start < 3
 
 
+def test_local_connection_timeout_ends_the_whole_process_group(tmp_path: Path) -> None:
+    # Commands run through runbooks_lib.local.run: a timeout takes down what the command started too.
+    pidfile = tmp_path / "pid"
+    script = f"sleep 30 & echo $! > {shlex.quote(str(pidfile))}; wait"
+    start = time.monotonic()
+    with pytest.raises(errors.CommandFailed, match="did not finish within 1s"):
+        ssh.run(ssh.LocalConnection(), ["sh", "-c", script], timeout=1)
+    assert time.monotonic() - start < 8  # not held up by the child keeping the output pipe open
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the background child of the timed-out command survived")
+
+
+def test_local_connection_env_cwd_and_not_executable(tmp_path: Path) -> None:
+    conn = ssh.LocalConnection("operator", env={"RUNBOOKS_PROBE": "x y"}, cwd=str(tmp_path))
+    r = ssh.run(conn, ["sh", "-c", 'echo "$RUNBOOKS_PROBE"; pwd; echo "$PATH" | grep -c /'], timeout=10)
+    assert r.stdout.splitlines() == ["x y", str(tmp_path), "1"]  # added to the environment, not replacing it
+    assert r.host == "operator"
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\necho hi\n")
+    plain.chmod(0o644)
+    assert ssh.run(conn, [str(plain)], timeout=10, check=False).exited == 126
+
+
 def test_write_text_atomic_keeps_mode_and_read_text(tmp_path: Path) -> None:
     conn = ssh.LocalConnection()
     target = tmp_path / "etcd.env"

@@ -1,19 +1,25 @@
-"""ssh.Connection against a real SSH server (paramiko's server side) on loopback.
+"""ssh.Connection (fabric) against a real SSH server (paramiko's server side) on loopback.
 
 The server runs each exec request with ``sh -c`` like sshd does, so quoting,
-stdin, exit codes and stderr travel the real protocol. Host key checks,
-connect/banner timeouts and the command timeout are tested here; powered-off
-machines (dropped SYNs) are tested against the lab.
+stdin, exit codes and stderr travel the real protocol, and serves SFTP on the
+local file system. Host key checks, isolation from ~/.ssh/config, connect and
+banner timeouts, the command timeout and the watchdog behind it, and file
+transfers are tested here; powered-off and frozen machines are tested against
+the lab.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
+import stat
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import fabric
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -46,8 +52,54 @@ class _Handler(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if self.server.hang_next_exec.is_set():
+            # An sshd that stops answering between opening a session and running the command.
+            self.server.hang_next_exec.clear()
+            self.server.released.wait(30)
+            return False
         threading.Thread(target=self.server.execute, args=(channel, command.decode()), daemon=True).start()
         return True
+
+
+class _Handle(paramiko.SFTPHandle):
+    def stat(self) -> paramiko.SFTPAttributes | int:
+        try:
+            return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+
+
+class _LocalSFTP(paramiko.SFTPServerInterface):
+    """SFTP on this machine's file system, with "/" as the working directory."""
+
+    def canonicalize(self, path: str) -> str:
+        return os.path.normpath(os.path.join("/", path))
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes | int:
+        try:
+            return paramiko.SFTPAttributes.from_stat(os.stat(path))
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+
+    lstat = stat
+
+    def chattr(self, path: str, attr: paramiko.SFTPAttributes) -> int:
+        try:
+            if attr._flags & attr.FLAG_PERMISSIONS:
+                os.chmod(path, stat.S_IMODE(attr.st_mode))
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+        return paramiko.SFTP_OK
+
+    def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> paramiko.SFTPHandle | int:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+        mode = "r+b" if flags & os.O_RDWR else "wb" if flags & os.O_WRONLY else "rb"
+        handle = _Handle(flags)
+        handle.readfile = handle.writefile = os.fdopen(fd, mode)
+        return handle
 
 
 class SSHServer:
@@ -65,6 +117,8 @@ class SSHServer:
         self.transports: list[paramiko.Transport] = []
         self.accepted: list[socket.socket] = []
         self.procs: list[subprocess.Popen] = []
+        self.hang_next_exec = threading.Event()
+        self.released = threading.Event()
         self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -81,6 +135,7 @@ class SSHServer:
     def _serve(self, client: socket.socket) -> None:
         t = paramiko.Transport(client)
         t.add_server_key(self.host_key)
+        t.set_subsystem_handler("sftp", paramiko.SFTPServer, _LocalSFTP)
         t.banner_timeout = 2  # probes that connect and hang up must not linger
         self.transports.append(t)
         try:
@@ -98,11 +153,16 @@ class SSHServer:
                 break
             data += chunk
         out, err = proc.communicate(data)
-        channel.sendall(out)
-        channel.sendall_stderr(err)
-        channel.send_exit_status(proc.returncode)
-        channel.shutdown_write()
-        channel.close()
+        # A shell reports death by signal N as 128+N.
+        status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+        try:
+            channel.sendall(out)
+            channel.sendall_stderr(err)
+            channel.send_exit_status(status)
+            channel.shutdown_write()
+            channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the client went away (timeout, closed connection)
 
     def known_hosts(self, path: Path, key: paramiko.PKey | None = None) -> str:
         key = key or self.host_key
@@ -118,6 +178,7 @@ class SSHServer:
         self.sock.close()
 
     def close(self) -> None:
+        self.released.set()
         self.stop_listening()
         for t in self.transports:
             t.close()
@@ -258,3 +319,86 @@ def test_run_group_over_ssh_with_one_dead_host(server: SSHServer, tmp_path: Path
         assert group["node1"].ok and isinstance(group["node9"], errors.HostUnreachable)
     finally:
         alive.close()
+
+
+def test_fabric_connection_ignores_user_ssh_and_fabric_config(server: SSHServer, tmp_path: Path, monkeypatch) -> None:
+    # Whatever ~/.ssh/config or ~/.fabric.yaml say, the inventory host decides where and how to connect.
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host *\n  HostName 127.0.0.2\n  Port 1\n  User nobody\n  ProxyCommand false\n  ConnectTimeout 1\n"
+    )
+    (home / ".fabric.yaml").write_text("run:\n  pty: true\n  echo: true\nuser: nobody\n")
+    monkeypatch.setenv("HOME", str(home))
+    host = _host(server, server.known_hosts(tmp_path / "kh"))
+    with ssh.Connection(host, connect_timeout=5) as conn:
+        assert isinstance(conn.fabric, fabric.Connection)
+        assert (conn.fabric.host, conn.fabric.port, conn.fabric.user) == ("127.0.0.1", server.port, "root")
+        assert conn.fabric.gateway is None
+        r = ssh.run(conn, ["sh", "-c", "echo out; echo err >&2; test -t 0 || echo no-tty"], timeout=10)
+        # no pty: stderr stays separate and stdin is not a terminal
+        assert (r.stdout, r.stderr) == ("out\nno-tty\n", "err\n")
+
+
+def test_stdin_is_sent_whole_and_closed_and_utf8_survives_chunking(server: SSHServer, tmp_path: Path) -> None:
+    host = _host(server, server.known_hosts(tmp_path / "kh"))
+    with ssh.Connection(host, connect_timeout=5) as conn:
+        # No input: stdin is closed at once, so a command reading it ends instead of waiting.
+        start = time.monotonic()
+        assert ssh.run(conn, ["cat"], timeout=10).stdout == ""
+        payload = os.urandom(1 << 20)
+        r = ssh.run(conn, ["sha256sum"], timeout=20, input=payload)
+        assert r.stdout.split()[0] == hashlib.sha256(payload).hexdigest()
+        # two-byte characters at every offset, so some straddle the boundary between two reads
+        text = "é" * 100_000 + "\n"
+        assert ssh.run(conn, ["cat"], timeout=20, input=text).stdout == text
+        assert time.monotonic() - start < 10
+
+
+def test_watchdog_ends_a_call_stuck_before_the_command_started(server: SSHServer, tmp_path: Path) -> None:
+    # fabric's own timeout starts once the command runs; a request that is never answered
+    # (the exec request here) is ended by closing the connection.
+    host = _host(server, server.known_hosts(tmp_path / "kh"))
+    with ssh.Connection(host, connect_timeout=5) as conn:
+        ssh.run(conn, ["true"], timeout=5)
+        server.hang_next_exec.set()
+        start = time.monotonic()
+        with pytest.raises(errors.CommandFailed, match="did not finish within 1s"):
+            ssh.run(conn, ["true"], timeout=1)
+        assert time.monotonic() - start < 4
+        assert ssh.run(conn, ["echo", "again"], timeout=5).stdout == "again\n"
+
+
+def test_put_and_get_over_sftp(server: SSHServer, tmp_path: Path) -> None:
+    host = _host(server, server.known_hosts(tmp_path / "kh"))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    data = os.urandom(300_000)
+    src = tmp_path / "snapshot-{date}.db"  # braces stay literal: nothing is filled into the name
+    src.write_bytes(data)
+    src.chmod(0o644)
+    existing = remote / "etcd.env"
+    existing.write_text("OLD=1\n")
+    existing.chmod(0o640)
+    with ssh.Connection(host, connect_timeout=5) as conn:
+        ssh.put(conn, src, str(remote / "copy.db"), timeout=10)
+        assert (remote / "copy.db").read_bytes() == data
+        ssh.put(conn, src, str(existing), timeout=10)
+        assert existing.read_bytes() == data
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o640  # an existing remote file keeps its mode
+        ssh.put(conn, src, str(remote), timeout=10)  # into a directory: same name there
+        assert (remote / "snapshot-{date}.db").read_bytes() == data
+
+        secret = remote / "admin-key.pem"
+        secret.write_bytes(b"not a real key\n")
+        secret.chmod(0o600)
+        down = tmp_path / "down" / "key-{host}.pem"
+        down.parent.mkdir()
+        ssh.get(conn, str(secret), down, timeout=10)
+        assert down.read_bytes() == b"not a real key\n"
+        assert stat.S_IMODE(down.stat().st_mode) == 0o600  # the copy is no more readable than the original
+        with pytest.raises(errors.CommandFailed, match="SFTP get"):
+            ssh.get(conn, str(remote / "absent"), tmp_path / "absent", timeout=10)
+        # the SFTP session survives a failed transfer
+        ssh.get(conn, str(remote / "copy.db"), tmp_path / "again.db", timeout=10)
+        assert (tmp_path / "again.db").read_bytes() == data
