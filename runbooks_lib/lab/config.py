@@ -100,9 +100,11 @@ class LabConfig:
         if net.version != 4 or net.prefixlen > 24 or not net.is_private:
             raise BadParameters(f"lab subnet {self.subnet} must be a private IPv4 /24 or larger",
                                 fix="set RUNBOOKS_LAB_SUBNET to an unused private range such as 10.213.7.0/24")
-        if not re.fullmatch(r"[a-z][a-z0-9]{1,9}", self.bridge):
+        # The bridge name prefixes the machines' nspawn names, so two labs never
+        # share a veth or nspawn name; "vb-" + bridge + "-node9" must fit in 15 characters.
+        if not re.fullmatch(r"[a-z][a-z0-9]{1,5}", self.bridge):
             raise BadParameters(f"bridge name {self.bridge!r} is invalid",
-                                fix="use 2-10 lowercase letters/digits, e.g. rblab0")
+                                fix="use 2-6 lowercase letters/digits, e.g. rblab0")
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -152,6 +154,15 @@ class LabConfig:
         if not match:
             raise BadParameters(f"unknown machine {name!r}", fix="lab machines are named node1..node9")
         return str(self.network.network_address + 10 + int(match.group(1)))
+
+    def nspawn_name(self, name: str) -> str:
+        """The machine's name for systemd-nspawn: unique per lab (its hostname stays ``name``)."""
+        self.ip_of(name)
+        return f"{self.bridge}-{name}"
+
+    def veth_of(self, name: str) -> str:
+        """The host side of the machine's network link, enslaved to the lab bridge."""
+        return f"vb-{self.nspawn_name(name)}"
 
     def mac_of(self, name: str) -> str:
         """A stable, locally administered MAC for the machine's interface."""

@@ -334,7 +334,8 @@ class Lab:
         (mdir / "frozen").unlink(missing_ok=True)
         console = open(mdir / "console.log", "ab")
         argv = ["systemd-nspawn", "--boot", "--keep-unit", "--register=no", "--quiet",
-                "--directory", str(root), "--machine", name, f"--network-bridge={self.config.bridge}",
+                "--directory", str(root), "--machine", self.config.nspawn_name(name), f"--hostname={name}",
+                f"--network-bridge={self.config.bridge}",
                 "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                                 start_new_session=True, close_fds=True)
@@ -402,8 +403,8 @@ class Lab:
         (mdir / "frozen").unlink(missing_ok=True)
         (mdir / "init.pid").unlink(missing_ok=True)
         self._umount(name)
-        port = f"vb-{name}"
-        net.unblock_port(self.config, port) if net.bridge_exists(self.config) else None
+        if net.bridge_exists(self.config):
+            net.unblock_port(self.config, self.config.veth_of(name))
 
     @staticmethod
     def _wait_exit(pid: int, timeout: float) -> None:
@@ -444,7 +445,7 @@ class Lab:
             if mode == "freeze":
                 if not self._frozen(name):
                     (self._mdir(name) / "frozen").write_text("")
-                    net.block_port(self.config, f"vb-{name}")
+                    net.block_port(self.config, self.config.veth_of(name))
                     self._signal_namespace(init, signal.SIGSTOP)
                     net.silence(self.config, ip)
                     net.forget_neighbour(ip, self._running_pids(exclude=name))
@@ -479,7 +480,7 @@ class Lab:
             init = self._init_pid(name)
             if init and self._frozen(name):
                 net.unsilence(self.config, ip)
-                net.unblock_port(self.config, f"vb-{name}")
+                net.unblock_port(self.config, self.config.veth_of(name))
                 self._signal_namespace(init, signal.SIGCONT)
                 (self._mdir(name) / "frozen").unlink(missing_ok=True)
                 net.forget_neighbour(ip, self._running_pids(exclude=name))

@@ -18,7 +18,7 @@ from runbooks_lib.lab.machines import Lab, MachineStatus, status_table
 @pytest.fixture
 def config(tmp_path: Path) -> LabConfig:
     return LabConfig(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", subnet="10.213.7.0/24",
-                     bridge="rbtest0")
+                     bridge="rbtst0")
 
 
 def test_addresses_follow_the_node_number(config: LabConfig) -> None:
@@ -27,6 +27,14 @@ def test_addresses_follow_the_node_number(config: LabConfig) -> None:
     assert config.ip_of("node5") == "10.213.7.15"
     assert config.node_names(3) == ["node1", "node2", "node3"]
     assert config.mac_of("node1") != config.mac_of("node2")
+    assert config.nspawn_name("node1") == "rbtst0-node1"
+
+
+def test_interface_names_fit_the_kernel_limit(tmp_path: Path) -> None:
+    config = LabConfig(state_dir=tmp_path, cache_dir=tmp_path, bridge="abcdef")
+    assert max(len(config.veth_of(n)) for n in config.node_names(9)) <= 15
+    with pytest.raises(BadParameters, match="bridge name"):
+        LabConfig(state_dir=tmp_path, cache_dir=tmp_path, bridge="abcdefg")
 
 
 @pytest.mark.parametrize("name", ["node0", "node10", "master1", "node-1", "", "NODE1"])
@@ -105,7 +113,7 @@ def test_overlapping_route_is_refused(config: LabConfig, monkeypatch: pytest.Mon
 
 def test_free_range_passes(config: LabConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     addrs = [{"ifname": "eth0", "addr_info": [{"local": "192.0.2.2", "prefixlen": 24}]},
-             {"ifname": "rbtest0", "addr_info": [{"local": "10.213.7.1", "prefixlen": 24}]}]
+             {"ifname": "rbtst0", "addr_info": [{"local": "10.213.7.1", "prefixlen": 24}]}]
     monkeypatch.setattr(net.sh, "run", fake_ip(addrs, [{"dst": "192.0.2.0/24", "dev": "eth0"}]))
     net.check_range_free(config)
 
