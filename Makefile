@@ -42,7 +42,9 @@ test-unit: venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
 
 bench: setup
-	$(PY) benchmarks/lab_machines.py
+	$(PY) benchmarks/lab_machines.py --skip-build
+	$(PY) benchmarks/probe.py
+	@if [ -f benchmarks/kubespray.py ]; then $(PY) benchmarks/kubespray.py; fi
 
 lab-down: venv
 	$(VENV)/bin/runbooks lab down
