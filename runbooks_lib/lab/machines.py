@@ -349,18 +349,23 @@ class Lab:
         self.log(f"{name}: booting at {ip}")
 
     def _wait_child(self, proc: subprocess.Popen, name: str) -> int:
-        deadline = time.monotonic() + 20
+        """The machine's init: the child of nspawn that lives in a new PID namespace.
+
+        nspawn first forks a helper in the host's PID namespace, which exits once
+        it has started init; that helper must not be mistaken for the machine.
+        """
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 tail = (self._mdir(name) / "console.log").read_text(errors="replace")[-2000:]
                 raise LabError(f"{name}: systemd-nspawn exited with {proc.returncode}", stderr=tail,
                                fix="see the console log in the machine's state directory")
-            for task in Path(f"/proc/{proc.pid}/task").glob("*/children"):
-                children = task.read_text().split()
-                if children:
-                    return int(children[0])
+            init = _namespaced_child(proc.pid)
+            if init:
+                return init
             time.sleep(0.05)
-        raise LabError(f"{name}: systemd-nspawn started no init within 20 s")
+        _kill_tree(proc.pid)
+        raise LabError(f"{name}: systemd-nspawn started no init within 60 s", fix="retry `runbooks lab up`")
 
     def _wait_ssh(self, names: Sequence[str]) -> None:
         pending = set(names)
@@ -394,6 +399,8 @@ class Lab:
         mdir = self._mdir(name)
         init = self._init_pid(name)
         nspawn = self._read_int(mdir / "nspawn.pid")
+        if init is None and nspawn and _is_nspawn(nspawn):
+            init = _namespaced_child(nspawn)  # booted, but its init was never recorded
         if init:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGCONT)
@@ -676,6 +683,42 @@ class Lab:
                                 command=command if isinstance(command, str) else " ".join(command),
                                 stderr=proc.stderr or proc.stdout)
         return proc
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(c) for c in task.read_text().split()]
+    return children
+
+
+def _namespaced_child(pid: int) -> int | None:
+    """A child of ``pid`` in another PID namespace (the machine's init), if there is one."""
+    try:
+        own = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{child}/ns/pid") != own:
+                return child
+    return None
+
+
+def _is_nspawn(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "systemd-nspawn"
+    except OSError:
+        return False
+
+
+def _kill_tree(pid: int) -> None:
+    for child in _children(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def status_table(rows: Sequence[MachineStatus]) -> str:

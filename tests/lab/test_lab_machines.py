@@ -162,13 +162,14 @@ def test_down_leaves_nothing_behind_and_up_comes_back(lab: Lab) -> None:
     lab.down()
     config = lab.config
     assert not Path(f"/sys/class/net/{config.bridge}").exists()
-    assert not any(p.name.startswith("vb-") for p in Path("/sys/class/net").iterdir())
+    ours = {config.veth_of(name) for name in config.node_names(9)}
+    assert not ours & {p.name for p in Path("/sys/class/net").iterdir()}
     assert not Path(f"/run/netns/{config.bridge}-gy").exists()
     assert str(config.state_dir) not in Path("/proc/mounts").read_text()
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=20).stdout
     assert f"{config.bridge}_lab" not in tables
-    procs = subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True, timeout=20).stdout.split()
-    assert "systemd-nspawn" not in procs
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=20).stdout
+    assert f"--machine {config.bridge}-node" not in procs
     assert all(r.state == "off" for r in lab.status())
     lab.down()  # idempotent
     lab.up(nodes=5)
