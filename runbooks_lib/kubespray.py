@@ -37,6 +37,7 @@ NO_PROMPT_VARS: dict[str, dict[str, str]] = {
     "reset": {"reset_confirmation": "yes"},
 }
 
+OUTPUT_TAIL_CHARS = 8000
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -144,11 +145,13 @@ def command(
     extra_vars: Mapping[str, object] | None = None,
     become: bool = True,
     verbosity: int = 0,
+    answer_prompts: bool = True,
 ) -> PlaybookCommand:
     """Build ``ansible-playbook -i INV -b PLAYBOOK [--limit ...] [-e k=v ...]``.
 
     ``playbook`` is a logical name (``facts``, ``remove-node``...) or a file in
-    the checkout. The no-prompt vars of remove-node/reset are added. Raises
+    the checkout. The no-prompt vars of remove-node/reset are added unless
+    ``answer_prompts`` is False (then the playbook asks, as on a terminal). Raises
     BadParameters for a missing inventory, PreconditionFailed for a playbook
     the checkout lacks. Pure: nothing is run.
     """
@@ -165,7 +168,8 @@ def command(
     if limit:
         argv.append(f"--limit={limit if isinstance(limit, str) else ','.join(limit)}")
     logical = next((n for n, files in PLAYBOOKS.items() if str(book) in files), playbook)
-    merged: dict[str, object] = {**NO_PROMPT_VARS.get(logical, {}), **dict(extra_vars or {})}
+    no_prompt = NO_PROMPT_VARS.get(logical, {}) if answer_prompts else {}
+    merged: dict[str, object] = {**no_prompt, **dict(extra_vars or {})}
     for key, value in merged.items():
         argv += ["-e", _extra_var(key, value)]
     if verbosity:
@@ -294,6 +298,7 @@ class PlaybookRun:
     duration: float
     dry_run: bool = False
     timed_out: bool = False
+    output_tail: str = field(default="", repr=False)  # the last lines of output, colours stripped, redacted
 
     @property
     def ok(self) -> bool:
@@ -396,6 +401,7 @@ def run(
         log_path=log,
         duration=time.monotonic() - start,
         timed_out=result.timed_out,
+        output_tail=redact(strip_colors(output[-OUTPUT_TAIL_CHARS:])),
     )
     if check and not outcome.ok:
         raise _failure(outcome, output)

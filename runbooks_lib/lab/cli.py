@@ -185,9 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=5)
     p.set_defaults(func=_demo)
 
-    try:
-        from runbooks_lib.lab import dns
-    except ImportError:
-        return
-    if hasattr(dns, "register"):
-        dns.register(cmds)
+    from runbooks_lib.lab import cluster, dns
+
+    cluster.register(cmds)
+    dns.register(cmds)

@@ -19,7 +19,7 @@ MAX_NODES = 9
 NODE_NAME = re.compile(r"^node([1-9])$")
 
 # Debian packages every lab machine gets. What later layers need is here too:
-# etcd and nginx for the Kubespray stand-in, keepalived for the VIP front door,
+# etcd and nginx (with its stream module, for nginx-proxy) for the Kubespray stand-in, keepalived for the VIP front door,
 # python3-venv for the API and kubelet stand-ins.
 IMAGE_PACKAGES = (
     "systemd",
@@ -46,6 +46,7 @@ IMAGE_PACKAGES = (
     "etcd-server",
     "etcd-client",
     "nginx",
+    "libnginx-mod-stream",
     "keepalived",
 )
 

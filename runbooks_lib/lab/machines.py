@@ -368,15 +368,24 @@ class Lab:
         raise LabError(f"{name}: systemd-nspawn started no init within 60 s", fix="retry `runbooks lab up`")
 
     def _wait_ssh(self, names: Sequence[str]) -> None:
+        """Wait until every machine answers over SSH and has finished booting.
+
+        A machine whose sshd answers may still be starting units (and refusing
+        non-root logins through pam_nologin); connections made then can be cut,
+        so "up" means systemd reports the boot as finished.
+        """
         pending = set(names)
         deadline = time.monotonic() + self.config.boot_timeout
         while pending and time.monotonic() < deadline:
             for name in sorted(pending):
                 if self._port_open(self.config.ip_of(name), 22, 0.5):
                     try:
-                        self.ssh(name, ["true"], timeout=10)
-                        pending.discard(name)
-                        self.log(f"{name}: SSH ready")
+                        left = max(5.0, deadline - time.monotonic())
+                        state = self.ssh(name, ["systemctl", "is-system-running", "--wait"], timeout=left,
+                                         check=False).stdout.strip()
+                        if state in ("running", "degraded"):
+                            pending.discard(name)
+                            self.log(f"{name}: booted ({state}), SSH ready")
                     except (CommandFailed, HostUnreachable):
                         pass
             if pending:

@@ -13,6 +13,8 @@ import pytest
 
 from runbooks_lib.lab.machines import Lab
 
+pytest_plugins = ["tests.lab.cluster_fixtures"]
+
 LAB_NODES = 5
 
 

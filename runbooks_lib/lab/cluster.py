@@ -1,0 +1,214 @@
+"""``runbooks lab cluster``: the lab's inventory and parameter file, then Kubespray's cluster.yml.
+
+The lab's Kubespray stand-in (``runbooks_lib/lab/kubespray``) is driven exactly
+like Kubespray: an inventory directory (hosts.yaml plus group_vars copied from
+inventory/sample, as ``cp -r inventory/sample inventory/mycluster`` does) and
+``ansible-playbook -i INVENTORY -b cluster.yml`` run with the Kubespray
+directory as working directory. The parameter file written beside the
+inventory points the runbooks at this cluster (inventory, Kubespray directory,
+kubeconfig, SSH user/key/known_hosts).
+
+Side effects: files in the inventory directory; the playbook changes the lab
+machines. Rollback: ``reset.yml -e reset_confirmation=yes`` or
+``runbooks lab reimage NODE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from runbooks_lib import kubespray
+from runbooks_lib.errors import BadParameters, LabError
+from runbooks_lib.lab.config import LabConfig
+
+KUBESPRAY_DIR = Path(__file__).resolve().parent / "kubespray"
+PLAYBOOK_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which lab machines play which Kubespray role (the source article's shape by default)."""
+
+    control_planes: tuple[str, ...] = ("node1", "node2")
+    etcd: tuple[str, ...] = ("node1", "node2", "node3")
+    workers: tuple[str, ...] = ("node3", "node4")
+    extra_hosts: tuple[str, ...] = ()  # in all.hosts only (e.g. a spare machine)
+
+    def hosts(self) -> list[str]:
+        return list(dict.fromkeys((*self.control_planes, *self.etcd, *self.workers, *self.extra_hosts)))
+
+
+def read_description(path: Path | None = None) -> dict:
+    """The lab's description (lab.json). Raises LabError when the lab was never brought up."""
+    path = path or LabConfig().description_path
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read the lab's description {path}: {exc}",
+                       fix="bring the lab up with `runbooks lab up`") from None
+
+
+def inventory_doc(description: Mapping, layout: Layout = Layout()) -> dict:
+    """hosts.yaml content for ``layout`` on the lab described by ``description`` (pure function).
+
+    Every host gets ansible_host, ip and access_ip (its lab IP) and etcd members an
+    explicit etcd_member_name (etcdN after the machine's number, so reordering the
+    group never renames a member). k8s_cluster is written explicitly.
+    """
+    ips = {m["name"]: m["ip"] for m in description.get("machines", [])}
+    missing = [h for h in layout.hosts() if h not in ips]
+    if missing:
+        raise BadParameters(f"the lab has no machine {', '.join(missing)} (machines: {', '.join(ips) or 'none'})",
+                            fix="bring the lab up with enough machines: `runbooks lab up --nodes 5`")
+    hosts: dict[str, dict] = {}
+    for name in layout.hosts():
+        entry = {"ansible_host": ips[name], "ip": ips[name], "access_ip": ips[name]}
+        if name in layout.etcd:
+            entry["etcd_member_name"] = "etcd" + re.sub(r"\D", "", name)
+        hosts[name] = entry
+
+    def group(names: Sequence[str]) -> dict:
+        return {"hosts": {n: None for n in names}}
+
+    return {"all": {
+        "hosts": hosts,
+        "children": {
+            "kube_control_plane": group(layout.control_planes),
+            "kube_node": group(layout.workers),
+            "etcd": group(layout.etcd),
+            "k8s_cluster": {"children": {"kube_control_plane": None, "kube_node": None, "calico_rr": None}},
+            "calico_rr": {"hosts": {}},
+        },
+    }}
+
+
+def write_inventory(inventory_dir: Path, description: Mapping, layout: Layout = Layout(), *,
+                    kubespray_dir: Path = KUBESPRAY_DIR, group_vars: Mapping | None = None) -> Path:
+    """Write hosts.yaml and group_vars (sample defaults + the lab's SSH settings); return hosts.yaml.
+
+    The SSH settings go to group_vars/all/lab.yml; ``group_vars`` (e.g.
+    kube_resolv_conf) to group_vars/k8s_cluster/lab.yml, where they win over the
+    sample's k8s_cluster files. Other group_vars files are left as they are (the
+    operator may have edited them).
+    """
+    inventory_dir.mkdir(parents=True, exist_ok=True)
+    sample = kubespray_dir / "inventory" / "sample" / "group_vars"
+    for source in sample.rglob("*.yml"):
+        target = inventory_dir / "group_vars" / source.relative_to(sample)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    lab_vars = {
+        "ansible_user": description.get("ssh_user", "root"),
+        "ansible_ssh_private_key_file": description["ssh_key"],
+        # Host keys are pinned in the lab's known_hosts; checking stays on.
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={description['known_hosts']} -o StrictHostKeyChecking=yes",
+    }
+    lab_file = inventory_dir / "group_vars" / "all" / "lab.yml"
+    lab_file.write_text("# The lab's connection settings, written by `runbooks lab cluster`.\n"
+                        + yaml.safe_dump(lab_vars, sort_keys=False, width=1000))
+    cluster_vars = {"kubeconfig_localhost": True, **dict(group_vars or {})}
+    (inventory_dir / "group_vars" / "k8s_cluster" / "lab.yml").write_text(
+        "# Cluster settings of the lab, written by `runbooks lab cluster`.\n"
+        + yaml.safe_dump(cluster_vars, sort_keys=False, width=1000))
+    hosts = inventory_dir / "hosts.yaml"
+    hosts.write_text("# The lab's inventory, written by `runbooks lab cluster`.\n"
+                     + yaml.safe_dump(inventory_doc(description, layout), sort_keys=False).replace(": null", ":"))
+    return hosts
+
+
+def write_params(inventory_dir: Path, description: Mapping, *, kubespray_dir: Path = KUBESPRAY_DIR,
+                 name: str = "lab.yaml") -> Path:
+    """Write the runbooks' parameter file for this cluster into the inventory directory."""
+    params = {
+        "cluster_name": "lab",
+        "inventory": str(inventory_dir / "hosts.yaml"),
+        "kubespray_dir": str(kubespray_dir),
+        "ansible_playbook": str(ansible_playbook_path()),
+        "kubeconfig": str(inventory_dir / "artifacts" / "admin.conf"),
+        "ssh_user": description.get("ssh_user", "root"),
+        "ssh_key": description["ssh_key"],
+        "known_hosts": description["known_hosts"],
+    }
+    path = inventory_dir / name
+    path.write_text("# Parameters for the runbooks against the lab, written by `runbooks lab cluster`.\n"
+                    + yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def ansible_playbook_path() -> Path:
+    """ansible-playbook of the running interpreter's environment (the project venv)."""
+    path = Path(sys.executable).parent / "ansible-playbook"
+    if not path.exists():
+        raise LabError(f"{path} does not exist", fix="install ansible-core into the project venv (`make setup`)")
+    return path
+
+
+def run_playbook(playbook: str, inventory: Path, *, kubespray_dir: Path = KUBESPRAY_DIR,
+                 extra_vars: Mapping[str, object] | None = None, limit: str | None = None,
+                 timeout: float = PLAYBOOK_TIMEOUT, echo: Callable[[str], None] | None = None,
+                 check: bool = True, answer_prompts: bool = True) -> kubespray.PlaybookRun:
+    """Run ``ansible-playbook -i INVENTORY -b PLAYBOOK`` in the Kubespray directory (runbooks_lib.kubespray).
+
+    Output lines go to ``echo`` as they come; the run is killed after
+    ``timeout`` seconds. Raises PlaybookFailed or WaitTimedOut unless ``check``
+    is False. ``answer_prompts=False`` leaves out skip_confirmation/reset_confirmation.
+    """
+    checkout = kubespray.detect(kubespray_dir)
+    cmd = kubespray.command(checkout, playbook, inventory=inventory, ansible_playbook=ansible_playbook_path(),
+                            limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts)
+    return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check)
+
+
+def summary(run: kubespray.PlaybookRun, inventory: Path, params: Path) -> str:
+    """A short human summary of an install."""
+    lines = [f"cluster.yml: {'ok' if run.ok else 'FAILED'} in {run.duration:.0f} s (exit {run.rc})"]
+    for row in run.recap.values():
+        lines.append(f"  {row.host:<10} ok={row.ok} changed={row.changed} unreachable={row.unreachable} "
+                     f"failed={row.failed}")
+    lines += [f"inventory:  {inventory}", f"parameters: {params}",
+              f"kubeconfig: {inventory.parent / 'artifacts' / 'admin.conf'}"]
+    return "\n".join(lines)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    description = read_description(Path(args.description) if args.description else None)
+    inventory_dir = Path(args.inventory_dir) if args.inventory_dir else LabConfig().state_dir / "inventory"
+    group_vars = {}
+    if args.kube_resolv_conf:
+        group_vars["kube_resolv_conf"] = args.kube_resolv_conf
+    if args.ingress:
+        group_vars.update(ingress_nginx_enabled=True, ingress_nginx_host_network=True)
+    inventory = write_inventory(inventory_dir, description, group_vars=group_vars)
+    params = write_params(inventory_dir, description)
+    print(f"inventory {inventory}, parameters {params}", file=sys.stderr)
+    if args.no_install:
+        return 0
+    run = run_playbook("cluster.yml", inventory, echo=print, check=False,
+                       extra_vars={k: v for k, v in (e.split("=", 1) for e in args.extra_vars)})
+    print(summary(run, inventory, params))
+    return 0 if run.ok else 1
+
+
+def register(cmds: argparse._SubParsersAction) -> None:
+    """Add ``runbooks lab cluster`` to the lab's subcommands."""
+    p = cmds.add_parser("cluster", help="write the lab's inventory and parameter file, run Kubespray's cluster.yml")
+    p.add_argument("--inventory-dir", default=None,
+                   help="where hosts.yaml, group_vars, artifacts/ and lab.yaml go (default: LAB_DIR/inventory)")
+    p.add_argument("--description", default=None, help="the lab's lab.json (default: LAB_DIR/lab.json)")
+    p.add_argument("--kube-resolv-conf", default=None,
+                   help="set kube_resolv_conf (e.g. /run/systemd/resolve/resolv.conf) to avoid the DNS crash loop")
+    p.add_argument("--ingress", action="store_true", help="ingress-nginx with host network on every node")
+    p.add_argument("--no-install", action="store_true", help="only write the inventory and parameter file")
+    p.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to ansible-playbook -e")
+    p.set_defaults(func=_cluster)

@@ -1,0 +1,88 @@
+"""runbooks_lib's etcd and kube modules against the cluster the Kubespray stand-in installed on the lab.
+
+Real SSH (pinned host keys), real etcd with Kubespray's TLS layout, and the API
+stand-in through the official Python client. Read-only except the drain, which
+uncordons the worker again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib import etcd, kube, ssh
+from tests.lab.cluster_fixtures import LabCluster
+
+pytestmark = pytest.mark.lab
+
+ETCD_HOSTS = ("node1", "node2", "node3")
+
+
+def connect(c: LabCluster, name: str) -> ssh.Connection:
+    d = c.description
+    return ssh.Connection(ssh.Host(name, c.ip(name), user=d["ssh_user"], key_path=d["ssh_key"],
+                                   known_hosts=d["known_hosts"]), connect_timeout=5)
+
+
+def test_etcd_members_health_status_and_quorum(kubespray_cluster: LabCluster) -> None:
+    c = kubespray_cluster
+    with connect(c, "node2") as conn:
+        ctl = etcd.Etcdctl(conn, member="node2")
+        members = etcd.member_list(ctl)
+        assert sorted(m.name for m in members) == ["etcd1", "etcd2", "etcd3"]
+        assert sorted(m.peer_urls[0] for m in members) == [etcd.peer_url(c.ip(n)) for n in ETCD_HOSTS]
+        assert all(int(m.id_hex, 16) == m.id for m in members)
+        health = etcd.endpoint_health(ctl, cluster=True)
+        assert len(health) == 3 and all(h.healthy for h in health)
+        report = etcd.endpoint_status(ctl, cluster=True)
+        assert len(report) == 3 and len(report.leaders) == 1
+        names = [m.name for m in members]
+        assert etcd.check_removal(names, names, "etcd1").ok
+        assert not etcd.check_loss(names, ["etcd1", "etcd2"], "etcd2").ok
+        env = etcd.read_env(conn)
+        assert env.get("ETCD_NAME") == "etcd2"
+        assert env.get("ETCD_DATA_DIR") == "/var/lib/etcd"
+
+
+def test_etcd_snapshot_is_verified_and_downloaded(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
+    c = kubespray_cluster
+    with connect(c, "node1") as conn:
+        ctl = etcd.Etcdctl(conn, member="node1")
+        snap = etcd.snapshot(ctl, "/var/tmp/lib-test-snapshot.db", tmp_path / "etcd.db")
+        ssh.run(conn, ["rm", "-f", "/var/tmp/lib-test-snapshot.db"], timeout=30)
+    assert snap.local_sha256 == snap.remote_sha256
+    assert snap.status.revision > 0 and snap.status.total_keys > 10
+    assert snap.size == (tmp_path / "etcd.db").stat().st_size > 0
+
+
+def test_kube_nodes_through_either_control_plane(kubespray_cluster: LabCluster) -> None:
+    c = kubespray_cluster
+    for server in (None, f"https://{c.ip('node2')}:6443"):
+        api = kube.client_from_kubeconfig(str(c.kubeconfig), server=server)
+        infos = {n.name: n for n in kube.nodes(api)}
+        assert {"node1", "node2", "node3", "node4"} <= set(infos)
+        assert "control-plane" in infos["node1"].roles
+        ready = kube.wait_for_nodes(api, ["node1", "node2", "node3", "node4"], "Ready", timeout=90)
+        assert all(info is not None and info.is_ready for info in ready.values())
+    assert kube.cluster_info_server(api) == f"https://{c.ip('node1')}:6443"
+    pods = kube.pod_health(api, "kube-system")
+    assert {p.name.split("-")[0] for p in pods} >= {"coredns", "nodelocaldns", "kube"}
+    with connect(c, "node1") as conn:
+        servers = kube.read_etcd_servers(conn)
+    assert sorted(servers) == [f"https://{c.ip(n)}:2379" for n in ETCD_HOSTS]
+
+
+def test_kube_drain_evicts_through_the_eviction_api(kubespray_cluster: LabCluster) -> None:
+    c = kubespray_cluster
+    api = kube.client_from_kubeconfig(str(c.kubeconfig))
+    try:
+        result = kube.drain(api, "node4", timeout=120)
+        assert result.ok, result.failed
+        assert kube.node(api, "node4").unschedulable
+        left = [p for p in kube.pod_health(api, "kube-system", node="node4") if p.owner_kind != "DaemonSet"]
+        assert not [p for p in left if p.name.startswith("coredns")], left
+        assert result.skipped_daemonset, "DaemonSet pods must be skipped, not evicted"
+    finally:
+        kube.uncordon(api, "node4")
+    assert not kube.node(api, "node4").unschedulable

@@ -1,0 +1,51 @@
+"""The lab's inventory and parameter file for the Kubespray stand-in, without machines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runbooks_lib import inventory, kubespray
+from runbooks_lib.errors import BadParameters
+from runbooks_lib.lab import cluster
+
+DESCRIPTION = {
+    "ssh_user": "root", "ssh_key": "/lab/ssh/id_ed25519", "known_hosts": "/lab/ssh/known_hosts",
+    "machines": [{"name": f"node{i}", "ip": f"10.213.7.{10 + i}", "state": "running"} for i in range(1, 6)],
+}
+
+
+def test_inventory_has_the_articles_shape_and_explicit_member_names(tmp_path: Path) -> None:
+    hosts = cluster.write_inventory(tmp_path, DESCRIPTION)
+    doc = yaml.safe_load(hosts.read_text())["all"]
+    assert list(doc["children"]["kube_control_plane"]["hosts"]) == ["node1", "node2"]
+    assert list(doc["children"]["etcd"]["hosts"]) == ["node1", "node2", "node3"]
+    assert list(doc["children"]["kube_node"]["hosts"]) == ["node3", "node4"]
+    assert set(doc["children"]["k8s_cluster"]["children"]) == {"kube_control_plane", "kube_node", "calico_rr"}
+    assert doc["hosts"]["node3"] == {"ansible_host": "10.213.7.13", "ip": "10.213.7.13", "access_ip": "10.213.7.13",
+                                     "etcd_member_name": "etcd3"}
+    assert "etcd_member_name" not in doc["hosts"]["node4"]
+    # The library reads it back and finds nothing to fix.
+    assert inventory.Inventory.load(hosts).problems() == []
+    lab_vars = yaml.safe_load((tmp_path / "group_vars/all/lab.yml").read_text())
+    assert "UserKnownHostsFile=/lab/ssh/known_hosts" in lab_vars["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in lab_vars["ansible_ssh_common_args"]
+
+
+def test_missing_machine_is_a_clear_error() -> None:
+    small = {**DESCRIPTION, "machines": DESCRIPTION["machines"][:2]}
+    with pytest.raises(BadParameters, match="no machine node3, node4"):
+        cluster.inventory_doc(small)
+
+
+def test_playbook_commands_answer_prompts_unless_told_not_to(tmp_path: Path) -> None:
+    hosts = cluster.write_inventory(tmp_path, DESCRIPTION)
+    checkout = kubespray.detect(cluster.KUBESPRAY_DIR)
+    answered = kubespray.command(checkout, "remove-node.yml", inventory=hosts, extra_vars={"node": "node4"})
+    assert "skip_confirmation=yes" in answered.argv
+    raw = kubespray.command(checkout, "remove-node.yml", inventory=hosts, extra_vars={"node": "node4"},
+                            answer_prompts=False)
+    assert "skip_confirmation=yes" not in raw.argv and "node=node4" in raw.argv
+    assert raw.cwd == cluster.KUBESPRAY_DIR
