@@ -11,7 +11,6 @@ The saved disks are put back at the end unless --keep.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,13 +22,6 @@ from runbooks_lib.lab import cluster
 from runbooks_lib.lab.machines import Lab
 
 SNAPSHOT = "before-kubespray-benchmark"
-
-
-def _close_ssh_masters() -> None:
-    """Persisted SSH connections of earlier runs point at machines that were just reimaged."""
-    for socket in (Path.home() / ".ansible" / "cp").glob("*"):
-        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={socket}", "lab-machine"],
-                       capture_output=True, timeout=10, check=False)
 
 
 def _timed(label: str, playbook: str, inventory: Path, **kwargs) -> float:
@@ -55,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in lab.status():
             if row.state != "running":
                 lab.poweron(row.name)
-        _close_ssh_masters()
+        cluster.close_ssh_masters()
         description = lab.description()
         hosts = cluster.write_inventory(inventory_dir, description)
         print(f"lab: {len(description['machines'])} machines; inventory {hosts}", flush=True)
@@ -71,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             lab.restore_all(SNAPSHOT)
-            _close_ssh_masters()
+            cluster.close_ssh_masters()
     return 0
 
 

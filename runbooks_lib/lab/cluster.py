@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,18 @@ def ansible_playbook_path() -> Path:
     if not path.exists():
         raise LabError(f"{path} does not exist", fix="install ansible-core into the project venv (`make setup`)")
     return path
+
+
+def close_ssh_masters(control_dir: Path | None = None) -> None:
+    """Close Ansible's persisted SSH connections (ControlPersist).
+
+    After machines were restarted, restored or reimaged those connections point
+    at processes that no longer exist and fail the next task. Side effect: the
+    next playbook opens fresh connections.
+    """
+    for sock in (control_dir or Path.home() / ".ansible" / "cp").glob("*"):
+        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab-machine"],
+                       capture_output=True, timeout=10, check=False)
 
 
 def run_playbook(playbook: str, inventory: Path, *, kubespray_dir: Path = KUBESPRAY_DIR,

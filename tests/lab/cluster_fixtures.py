@@ -86,14 +86,6 @@ class LabCluster:
         self.write_inventory(doc)
 
 
-def close_ssh_masters(control_dir: Path = Path.home() / ".ansible" / "cp") -> None:
-    """Close Ansible's persisted SSH connections (ControlPersist): after machines were
-    restarted or reimaged they point at machines that no longer exist."""
-    for socket in control_dir.glob("*"):
-        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={socket}", "lab-machine"],
-                       capture_output=True, timeout=10, check=False)
-
-
 def _copy_inventory(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.retry"))
     return target
@@ -108,7 +100,7 @@ def kubespray_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Ite
     for row in lab.status():
         if row.state != "running":
             lab.poweron(row.name)
-    close_ssh_masters()
+    cluster.close_ssh_masters()
     description = lab.description()
     inventory_dir = tmp_path_factory.mktemp("kubespray-inventory")
     cluster.write_inventory(inventory_dir, description,
@@ -130,4 +122,4 @@ def restored_cluster(kubespray_cluster: LabCluster, tmp_path: Path) -> Iterator[
     finally:
         kubespray_cluster.lab.heal()
         kubespray_cluster.lab.restore_all(SNAPSHOT)
-        close_ssh_masters()
+        cluster.close_ssh_masters()

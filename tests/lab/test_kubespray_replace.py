@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from tests.lab.cluster_fixtures import LabCluster, close_ssh_masters
+from runbooks_lib.lab import cluster
+from tests.lab.cluster_fixtures import LabCluster
 
 pytestmark = pytest.mark.lab
 
@@ -111,7 +112,7 @@ def test_replace_dead_first_control_plane_with_same_ip(restored_cluster: LabClus
     # 6. The replacement: same machine name and IP, fresh disk, appended at the END.
     c.lab.reimage("node1")
     c.lab.poweron("node1")
-    close_ssh_masters()
+    cluster.close_ssh_masters()
     c.set_group("kube_control_plane", ["node2", "node1"])
     c.set_group("etcd", ["node2", "node3", "node1"])
     run = c.playbook("cluster.yml", limit="etcd,kube_control_plane", extra_vars={"etcd_retries": "10"})
@@ -126,7 +127,7 @@ def test_replace_dead_first_control_plane_with_same_ip(restored_cluster: LabClus
     c.kubectl("delete", "node", "node1", "--wait=false", server_node="node2")
     c.lab.reimage("node1")
     c.lab.poweron("node1")
-    close_ssh_masters()
+    cluster.close_ssh_masters()
     c.etcdctl("node2", "--command-timeout=10s", "member", "add", "etcd1", f"--peer-urls=https://{node1_ip}:2380")
     run = c.playbook("cluster.yml", limit="etcd,kube_control_plane", extra_vars={"etcd_retries": "10"})
     assert run.ok, run.output_tail
