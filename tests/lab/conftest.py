@@ -13,7 +13,8 @@ import pytest
 
 from runbooks_lib.lab.machines import Lab
 
-pytest_plugins = ["tests.lab.cluster_fixtures"]
+# The installed-cluster fixtures live in their own module; importing them here registers them.
+from tests.lab.cluster_fixtures import kubespray_cluster, restored_cluster  # noqa: E402,F401
 
 LAB_NODES = 5
 
