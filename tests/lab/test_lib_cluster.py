@@ -1,22 +1,44 @@
 """runbooks_lib's etcd and kube modules against the cluster the Kubespray stand-in installed on the lab.
 
 Real SSH (pinned host keys), real etcd with Kubespray's TLS layout, and the API
-stand-in through the official Python client. Read-only except the drain, which
-uncordons the worker again.
+stand-in through the official Python client. Other lab tests reimage and restart
+machines, so the module starts from the installed snapshot. Read-only except the
+drain, which uncordons the worker again.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from runbooks_lib import etcd, kube, ssh
-from tests.lab.cluster_fixtures import LabCluster
+from runbooks_lib import errors, etcd, kube, runbook, ssh
+from runbooks_lib.lab import cluster
+from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster
 
 pytestmark = pytest.mark.lab
 
 ETCD_HOSTS = ("node1", "node2", "node3")
+
+
+@pytest.fixture(scope="module")
+def installed(kubespray_cluster: LabCluster) -> LabCluster:
+    """The cluster as cluster.yml left it, with etcd healthy and the API answering."""
+    c = kubespray_cluster
+    c.lab.heal()
+    c.lab.restore_all(SNAPSHOT)
+    cluster.close_ssh_masters()
+
+    def ready() -> tuple[bool, str]:
+        health = c.etcdctl("node1", "endpoint", "health", "--cluster", check=False, timeout=20)
+        api = c.kubectl("get", "nodes", check=False, timeout=30)
+        return health.returncode == 0 and api.returncode == 0, f"etcd: {health.stderr.strip()[-200:]} " \
+            f"api: {api.stderr.strip()[-200:]}"
+
+    runbook.wait_for(ready, timeout=180, interval=3, what="etcd health and the API after restoring the lab",
+                     retry_on=(errors.RunbookError, subprocess.TimeoutExpired))
+    return c
 
 
 def connect(c: LabCluster, name: str) -> ssh.Connection:
@@ -25,8 +47,8 @@ def connect(c: LabCluster, name: str) -> ssh.Connection:
                                    known_hosts=d["known_hosts"]), connect_timeout=5)
 
 
-def test_etcd_members_health_status_and_quorum(kubespray_cluster: LabCluster) -> None:
-    c = kubespray_cluster
+def test_etcd_members_health_status_and_quorum(installed: LabCluster) -> None:
+    c = installed
     with connect(c, "node2") as conn:
         ctl = etcd.Etcdctl(conn, member="node2")
         members = etcd.member_list(ctl)
@@ -45,8 +67,8 @@ def test_etcd_members_health_status_and_quorum(kubespray_cluster: LabCluster) ->
         assert env.get("ETCD_DATA_DIR") == "/var/lib/etcd"
 
 
-def test_etcd_snapshot_is_verified_and_downloaded(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
-    c = kubespray_cluster
+def test_etcd_snapshot_is_verified_and_downloaded(installed: LabCluster, tmp_path: Path) -> None:
+    c = installed
     with connect(c, "node1") as conn:
         ctl = etcd.Etcdctl(conn, member="node1")
         snap = etcd.snapshot(ctl, "/var/tmp/lib-test-snapshot.db", tmp_path / "etcd.db")
@@ -56,8 +78,8 @@ def test_etcd_snapshot_is_verified_and_downloaded(kubespray_cluster: LabCluster,
     assert snap.size == (tmp_path / "etcd.db").stat().st_size > 0
 
 
-def test_kube_nodes_through_either_control_plane(kubespray_cluster: LabCluster) -> None:
-    c = kubespray_cluster
+def test_kube_nodes_through_either_control_plane(installed: LabCluster) -> None:
+    c = installed
     for server in (None, f"https://{c.ip('node2')}:6443"):
         api = kube.client_from_kubeconfig(str(c.kubeconfig), server=server)
         infos = {n.name: n for n in kube.nodes(api)}
@@ -73,8 +95,8 @@ def test_kube_nodes_through_either_control_plane(kubespray_cluster: LabCluster) 
     assert sorted(servers) == [f"https://{c.ip(n)}:2379" for n in ETCD_HOSTS]
 
 
-def test_kube_drain_evicts_through_the_eviction_api(kubespray_cluster: LabCluster) -> None:
-    c = kubespray_cluster
+def test_kube_drain_evicts_through_the_eviction_api(installed: LabCluster) -> None:
+    c = installed
     api = kube.client_from_kubeconfig(str(c.kubeconfig))
     try:
         result = kube.drain(api, "node4", timeout=120)
