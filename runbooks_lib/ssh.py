@@ -551,6 +551,9 @@ class Connection(BaseConnection):
         assert result is not None
         if result.exited == -1 and not conn.is_connected:
             raise self._lost(f"the SSH connection to {self.host.name} dropped during the command")
+        if result.exited == -1 and not self._reachable():
+            # The session ended without an exit status and the host no longer answers.
+            raise self._lost(f"{self.host.name} stopped answering: the SSH session closed without an exit status")
         return result.exited, result.stdout, result.stderr
 
     # -- files --------------------------------------------------------------
