@@ -29,10 +29,26 @@ import yaml
 
 from runbooks_lib import kubespray
 from runbooks_lib.errors import BadParameters, LabError
-from runbooks_lib.lab.config import LabConfig
+from runbooks_lib.lab.config import DEFAULT_BRIDGE, LabConfig
 
 KUBESPRAY_DIR = Path(__file__).resolve().parent / "kubespray"
 PLAYBOOK_TIMEOUT = 1800.0
+DEFAULT_FACT_CACHE = "/tmp/runbooks-kubespray-facts"  # fact_caching_connection in the stand-in's ansible.cfg
+
+
+def playbook_env(config: LabConfig | None = None) -> dict[str, str]:
+    """Environment for ansible-playbook against this lab (pure function).
+
+    Ansible's jsonfile fact cache is keyed by host name and every lab names its
+    machines node1..nodeN, so a second lab on the same host (another
+    RUNBOOKS_LAB_BRIDGE) gets its own cache directory; otherwise one lab's
+    cached addresses would be used for the other lab's machines. The default
+    lab keeps the cache of ansible.cfg, so plain ``ansible-playbook`` runs share it.
+    """
+    config = config or LabConfig()
+    if config.bridge == DEFAULT_BRIDGE:
+        return {}
+    return {"ANSIBLE_CACHE_PLUGIN_CONNECTION": f"{DEFAULT_FACT_CACHE}-{config.bridge}"}
 
 
 @dataclass(frozen=True)
@@ -169,17 +185,18 @@ def close_ssh_masters(control_dir: Path | None = None) -> None:
 def run_playbook(playbook: str, inventory: Path, *, kubespray_dir: Path = KUBESPRAY_DIR,
                  extra_vars: Mapping[str, object] | None = None, limit: str | None = None,
                  timeout: float = PLAYBOOK_TIMEOUT, echo: Callable[[str], None] | None = None,
-                 check: bool = True, answer_prompts: bool = True) -> kubespray.PlaybookRun:
+                 check: bool = True, answer_prompts: bool = True,
+                 log_path: Path | None = None) -> kubespray.PlaybookRun:
     """Run ``ansible-playbook -i INVENTORY -b PLAYBOOK`` in the Kubespray directory (runbooks_lib.kubespray).
 
-    Output lines go to ``echo`` as they come; the run is killed after
+    Output lines go to ``echo`` as they come (and are appended to ``log_path``); the run is killed after
     ``timeout`` seconds. Raises PlaybookFailed or WaitTimedOut unless ``check``
     is False. ``answer_prompts=False`` leaves out skip_confirmation/reset_confirmation.
     """
     checkout = kubespray.detect(kubespray_dir)
     cmd = kubespray.command(checkout, playbook, inventory=inventory, ansible_playbook=ansible_playbook_path(),
                             limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts)
-    return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check)
+    return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path, env=playbook_env())
 
 
 def summary(run: kubespray.PlaybookRun, inventory: Path, params: Path) -> str:
@@ -188,6 +205,10 @@ def summary(run: kubespray.PlaybookRun, inventory: Path, params: Path) -> str:
     for row in run.recap.values():
         lines.append(f"  {row.host:<10} ok={row.ok} changed={row.changed} unreachable={row.unreachable} "
                      f"failed={row.failed}")
+    for task in run.failed_tasks:
+        lines.append(f"  {task.status}: {task.host}: {task.task}: {task.message[:300]}")
+    if run.log_path:
+        lines.append(f"log:        {run.log_path}")
     lines += [f"inventory:  {inventory}", f"parameters: {params}",
               f"kubeconfig: {inventory.parent / 'artifacts' / 'admin.conf'}"]
     return "\n".join(lines)
@@ -206,7 +227,7 @@ def _cluster(args: argparse.Namespace) -> int:
     print(f"inventory {inventory}, parameters {params}", file=sys.stderr)
     if args.no_install:
         return 0
-    run = run_playbook("cluster.yml", inventory, echo=print, check=False,
+    run = run_playbook("cluster.yml", inventory, echo=print, check=False, log_path=inventory_dir / "cluster.yml.log",
                        extra_vars={k: v for k, v in (e.split("=", 1) for e in args.extra_vars)})
     print(summary(run, inventory, params))
     return 0 if run.ok else 1

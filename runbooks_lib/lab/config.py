@@ -79,6 +79,9 @@ def _default_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+DEFAULT_BRIDGE = "rblab0"
+
+
 @dataclass(frozen=True)
 class LabConfig:
     """Addresses and paths of one lab. ``nodeN`` gets host number 10+N."""
@@ -86,7 +89,7 @@ class LabConfig:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RUNBOOKS_LAB_DIR", "/var/lib/runbooks-lab")))
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("RUNBOOKS_LAB_CACHE", "/var/cache/runbooks-lab")))
     subnet: str = field(default_factory=lambda: os.environ.get("RUNBOOKS_LAB_SUBNET", "10.213.7.0/24"))
-    bridge: str = field(default_factory=lambda: os.environ.get("RUNBOOKS_LAB_BRIDGE", "rblab0"))
+    bridge: str = field(default_factory=lambda: os.environ.get("RUNBOOKS_LAB_BRIDGE", DEFAULT_BRIDGE))
     suite: str = "bookworm"
     mirror: str = field(default_factory=_default_mirror)
     ssh_user: str = "root"

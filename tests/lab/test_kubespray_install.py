@@ -232,7 +232,7 @@ def test_prompts_wait_for_an_answer(kubespray_cluster: LabCluster) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen([str(cluster.ansible_playbook_path()), "-i", str(c.hosts), "-b", "remove-node.yml",
-                             "-e", "node=node4"], cwd=cluster.KUBESPRAY_DIR, stdin=secondary, stdout=secondary,
+                             "-e", "node=node4"], cwd=cluster.KUBESPRAY_DIR, env={**os.environ, **cluster.playbook_env()}, stdin=secondary, stdout=secondary,
                             stderr=secondary, start_new_session=True, preexec_fn=controlling_terminal)
     os.close(secondary)
     output = b""

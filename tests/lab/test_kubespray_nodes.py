@@ -86,7 +86,7 @@ def test_a_dead_worker_aborts_playbooks_and_needs_the_ungraceful_flags(restored_
         time.sleep(2)
     c.lab.poweroff("node4", mode="hard")
 
-    for playbook in ("cluster.yml", "scale.yml"):
+    for playbook in ("cluster.yml", "scale.yml", "upgrade-cluster.yml"):
         run = c.playbook(playbook)
         assert not run.ok, f"{playbook} went on with a dead host:\n{run.output_tail}"
         node4 = run.recap["node4"]

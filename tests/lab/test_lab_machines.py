@@ -159,18 +159,22 @@ def test_partition_blocks_only_the_pair(running_lab: Lab) -> None:
 
 
 def test_down_leaves_nothing_behind_and_up_comes_back(lab: Lab) -> None:
-    lab.down()
-    config = lab.config
-    assert not Path(f"/sys/class/net/{config.bridge}").exists()
-    ours = {config.veth_of(name) for name in config.node_names(9)}
-    assert not ours & {p.name for p in Path("/sys/class/net").iterdir()}
-    assert not Path(f"/run/netns/{config.bridge}-gy").exists()
-    assert str(config.state_dir) not in Path("/proc/mounts").read_text()
-    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=20).stdout
-    assert f"{config.bridge}_lab" not in tables
-    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=20).stdout
-    assert f"--machine {config.bridge}-node" not in procs
-    assert all(r.state == "off" for r in lab.status())
-    lab.down()  # idempotent
-    lab.up(nodes=5)
+    try:
+        lab.down()
+        config = lab.config
+        assert not Path(f"/sys/class/net/{config.bridge}").exists()
+        ours = {config.veth_of(name) for name in config.node_names(9)}
+        assert not ours & {p.name for p in Path("/sys/class/net").iterdir()}
+        assert not Path(f"/run/netns/{config.bridge}-gy").exists()
+        # Mount points below this lab's directory (another lab may live at a longer path).
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        assert not [m for m in mounts if m == str(config.state_dir) or m.startswith(f"{config.state_dir}/")]
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=20).stdout.split()
+        assert f"{config.bridge}_lab" not in tables
+        procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=20).stdout
+        assert f"--machine {config.bridge}-node" not in procs
+        assert all(r.state == "off" for r in lab.status())
+        lab.down()  # idempotent
+    finally:
+        lab.up(nodes=5)  # later tests share this lab, even when an assertion above failed
     assert all(r.state == "running" for r in lab.status())

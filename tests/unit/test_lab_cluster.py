@@ -10,6 +10,7 @@ import yaml
 from runbooks_lib import inventory, kubespray
 from runbooks_lib.errors import BadParameters
 from runbooks_lib.lab import cluster
+from runbooks_lib.lab.config import LabConfig
 
 DESCRIPTION = {
     "ssh_user": "root", "ssh_key": "/lab/ssh/id_ed25519", "known_hosts": "/lab/ssh/known_hosts",
@@ -49,3 +50,12 @@ def test_playbook_commands_answer_prompts_unless_told_not_to(tmp_path: Path) -> 
                             answer_prompts=False)
     assert "skip_confirmation=yes" not in raw.argv and "node=node4" in raw.argv
     assert raw.cwd == cluster.KUBESPRAY_DIR
+
+
+def test_a_second_lab_gets_its_own_fact_cache() -> None:
+    assert cluster.playbook_env(LabConfig(bridge="rblab0")) == {}
+    env = cluster.playbook_env(LabConfig(bridge="rbci0"))
+    assert env == {"ANSIBLE_CACHE_PLUGIN_CONNECTION": "/tmp/runbooks-kubespray-facts-rbci0"}
+    # The default lab shares the cache named in the stand-in's ansible.cfg.
+    cfg = (cluster.KUBESPRAY_DIR / "ansible.cfg").read_text()
+    assert f"fact_caching_connection = {cluster.DEFAULT_FACT_CACHE}\n" in cfg

@@ -1,0 +1,158 @@
+"""Day-2 runs of the Kubespray stand-in: rerunning cluster.yml, upgrade-cluster.yml with drains,
+DNS settings from the inventory, legacy group names, and reset.yml over the whole cluster."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib import inventory
+from tests.lab.cluster_fixtures import LabCluster
+
+pytestmark = pytest.mark.lab
+
+NODES = ("node1", "node2", "node3", "node4")
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def _hosts_in_task(log: Path, task: str) -> set[str]:
+    """Hosts that ran (ok/changed) the task named ``task`` in a playbook log."""
+    hosts: set[str] = set()
+    current = ""
+    for line in log.read_text().splitlines():
+        if line.startswith("TASK ["):
+            current = line[len("TASK ["):].split("]")[0]
+        elif current == task and line.startswith(("ok: [", "changed: [")):
+            hosts.add(line.split("[", 1)[1].split("]")[0].split(" ->")[0])
+    return hosts
+
+
+def _dns_pod_states(c: LabCluster) -> dict[str, str]:
+    pods = json.loads(c.kubectl("-n", "kube-system", "get", "pods", "-o", "json").stdout)["items"]
+    states = {}
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if name.startswith(("coredns-", "nodelocaldns-")):
+            for status in pod.get("status", {}).get("containerStatuses") or ():
+                waiting = status.get("state", {}).get("waiting") or {}
+                states[name] = waiting.get("reason") or next(iter(status.get("state", {})), "unknown")
+    return states
+
+
+def test_rerun_keeps_the_manifest_and_applies_dns_settings_upgrade_rewrites_with_drains(
+        restored_cluster: LabCluster, tmp_path: Path) -> None:
+    c = restored_cluster
+    dns_server = c.description["host_ip"]  # the lab's DNS server (only written into files here)
+    manifest = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+    all_servers = ",".join(f"https://{c.ip(n)}:2379" for n in ("node1", "node2", "node3"))
+    # An operator's hand edit on node2 (e.g. a dead etcd member taken out of --etcd-servers).
+    c.lab.ssh("node2", ["sed", "-i", f"s#--etcd-servers=.*#--etcd-servers=https://{c.ip('node2')}:2379#", manifest])
+
+    # DNS from the inventory: upstream_dns_servers for the cluster, kube_resolv_conf on node4.
+    all_yml = c.inventory_dir / "group_vars" / "all" / "all.yml"
+    all_yml.write_text(all_yml.read_text() + f"\nupstream_dns_servers:\n  - {dns_server}\n")
+    doc = c.inventory()
+    doc["all"]["hosts"]["node4"]["kube_resolv_conf"] = "/run/systemd/resolve/resolv.conf"
+    c.write_inventory(doc)
+
+    log = tmp_path / "cluster.log"
+    run = c.playbook("cluster.yml", extra_vars={"helm_enabled": True}, log_path=log)
+    assert run.ok, run.output_tail
+    assert "helm_enabled: the lab's Kubespray stand-in has no helm binary" in log.read_text()
+    assert f"--etcd-servers=https://{c.ip('node2')}:2379\n" in c.lab.ssh("node2", ["cat", manifest]).stdout
+    for node in ("node1", "node2", "node3"):
+        config = c.lab.ssh(node, ["cat", "/etc/kubernetes/kubelet-config.yaml"]).stdout
+        assert 'resolvConf: "/etc/kubernetes/resolv.conf"' in config, (node, config)
+        assert f"nameserver {dns_server}" in c.lab.ssh(node, ["cat", "/etc/kubernetes/resolv.conf"]).stdout
+    config = c.lab.ssh("node4", ["cat", "/etc/kubernetes/kubelet-config.yaml"]).stdout
+    assert 'resolvConf: "/run/systemd/resolve/resolv.conf"' in config
+    corefile = json.loads(c.kubectl("-n", "kube-system", "get", "cm", "coredns", "-o", "json").stdout)
+    assert f"forward . {dns_server}" in corefile["data"]["Corefile"]
+    _wait(lambda: (s := _dns_pod_states(c)) and set(s.values()) == {"running"} and s, 120,
+          "CoreDNS and nodelocaldns running with DNS settings from the inventory")
+
+    # upgrade-cluster.yml rewrites the manifest, cordoning and draining every node first.
+    log = tmp_path / "upgrade-cluster.log"
+    run = c.playbook("upgrade-cluster.yml", timeout=1200, log_path=log)
+    assert run.ok, run.output_tail
+    assert _hosts_in_task(log, "upgrade/pre-upgrade : Drain node") == set(NODES)
+    assert _hosts_in_task(log, "upgrade/post-upgrade : Uncordon node") == set(NODES)
+    for node in ("node1", "node2"):
+        assert f"--etcd-servers={all_servers}\n" in c.lab.ssh(node, ["cat", manifest]).stdout, node
+    nodes = json.loads(c.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+
+
+def test_legacy_dashed_group_names_and_the_limit_trap(restored_cluster: LabCluster) -> None:
+    c = restored_cluster
+    c.add_host("node5")
+    doc = c.inventory()
+    doc["all"]["children"] = {
+        "kube-master": {"hosts": {"node1": None, "node2": None}},
+        "etcd": {"hosts": {"node1": None, "node2": None, "node3": None}},
+        "kube-node": {"hosts": {"node3": None, "node4": None, "node5": None}},
+        "k8s-cluster": {"children": {"kube-master": None, "kube-node": None}},
+    }
+    c.write_inventory(doc)
+    # The library flags the old names before any playbook runs.
+    problems = inventory.Inventory.load(c.hosts).problems()
+    assert any("'kube-master' is a legacy dashed/old name" in p for p in problems), problems
+    # Without --limit Kubespray maps them (dynamic_groups): facts for every host of the renamed groups.
+    run = c.playbook("facts.yml")
+    assert run.ok, run.output_tail
+    assert {"node1", "node2", "node3", "node4", "node5"} <= set(run.recap)
+    # With --limit the mapping only sees the limited host, so kube_control_plane stays empty
+    # (Kubespray PR #11506): write underscore names.
+    run = c.playbook("scale.yml", limit="node5")
+    assert not run.ok
+    assert "Stop if kube_control_plane group is empty" in run.output_tail
+    doc["all"]["children"] = {
+        "kube_control_plane": doc["all"]["children"]["kube-master"],
+        "etcd": doc["all"]["children"]["etcd"],
+        "kube_node": doc["all"]["children"]["kube-node"],
+        "k8s_cluster": {"children": {"kube_control_plane": None, "kube_node": None}},
+    }
+    c.write_inventory(doc)
+    run = c.playbook("scale.yml", limit="node5")
+    assert run.ok, run.output_tail
+    assert set(run.recap) <= {"localhost", "node5"}
+    conf = c.lab.ssh("node5", ["cat", "/etc/nginx/nginx.conf"]).stdout
+    assert f"server {c.ip('node1')}:6443;" in conf and f"server {c.ip('node2')}:6443;" in conf
+
+    def ready() -> bool:
+        proc = c.kubectl("get", "node", "node5", "-o", "json", check=False)
+        return proc.returncode == 0 and any(k["type"] == "Ready" and k["status"] == "True"
+                                            for k in json.loads(proc.stdout)["status"]["conditions"])
+
+    _wait(ready, 90, "node5 Ready")
+
+
+def test_reset_removes_the_cluster_from_every_machine(restored_cluster: LabCluster) -> None:
+    c = restored_cluster
+    run = c.playbook("reset.yml", extra_vars={"reset_confirmation": "yes"})
+    assert run.ok, run.output_tail
+    assert set(run.recap) == {"localhost", *NODES}
+    for node in NODES:
+        for unit in ("etcd", "kubelet", "kube-apiserver", "nginx-proxy", "ingress-nginx"):
+            state = c.lab.ssh(node, ["systemctl", "is-active", unit], check=False).stdout.strip()
+            assert state != "active", (node, unit)
+        for path in ("/etc/kubernetes", "/var/lib/etcd", "/etc/ssl/etcd", "/etc/etcd.env"):
+            assert c.lab.ssh(node, ["test", "-e", path], check=False).returncode != 0, (node, path)
+    # Nothing listens on the API or etcd ports any more: connections are refused, not answered.
+    for port in (6443, 2379):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((c.ip("node1"), port), timeout=5).close()
