@@ -59,3 +59,19 @@ def test_a_second_lab_gets_its_own_fact_cache() -> None:
     # The default lab shares the cache named in the stand-in's ansible.cfg.
     cfg = (cluster.KUBESPRAY_DIR / "ansible.cfg").read_text()
     assert f"fact_caching_connection = {cluster.DEFAULT_FACT_CACHE}\n" in cfg
+
+
+def test_install_summary_names_failed_tasks_and_the_log(tmp_path: Path) -> None:
+    checkout = kubespray.detect(cluster.KUBESPRAY_DIR)
+    hosts = cluster.write_inventory(tmp_path, DESCRIPTION)
+    cmd = kubespray.command(checkout, "cluster.yml", inventory=hosts)
+    run = kubespray.PlaybookRun(
+        cmd, 2, {"node1": kubespray.HostStats("node1", ok=40, failed=1)},
+        (kubespray.FailedTask("etcd : Configure | Wait for etcd cluster to be healthy", "node1", "failed",
+                              "non-zero return code"),),
+        tmp_path / "cluster.yml.log", 12.0)
+    text = cluster.summary(run, hosts, tmp_path / "lab.yaml")
+    assert text.splitlines()[0] == "cluster.yml: FAILED in 12 s (exit 2)"
+    assert "  node1      ok=40 changed=0 unreachable=0 failed=1" in text
+    assert "failed: node1: etcd : Configure | Wait for etcd cluster to be healthy: non-zero return code" in text
+    assert f"log:        {tmp_path / 'cluster.yml.log'}" in text
