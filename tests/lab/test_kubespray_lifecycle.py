@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from runbooks_lib import inventory
+from runbooks_lib import inventory, runbook
 from tests.lab.cluster_fixtures import LabCluster
 
 pytestmark = pytest.mark.lab
 
 NODES = ("node1", "node2", "node3", "node4")
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 def _hosts_in_task(log: Path, task: str) -> set[str]:
@@ -53,6 +41,7 @@ def _dns_pod_states(c: LabCluster) -> dict[str, str]:
     return states
 
 
+@pytest.mark.timeout(1200)  # cluster.yml, then upgrade-cluster.yml draining node by node
 def test_rerun_keeps_the_manifest_and_applies_dns_settings_upgrade_rewrites_with_drains(
         restored_cluster: LabCluster, tmp_path: Path) -> None:
     c = restored_cluster
@@ -82,8 +71,13 @@ def test_rerun_keeps_the_manifest_and_applies_dns_settings_upgrade_rewrites_with
     assert 'resolvConf: "/run/systemd/resolve/resolv.conf"' in config
     corefile = json.loads(c.kubectl("-n", "kube-system", "get", "cm", "coredns", "-o", "json").stdout)
     assert f"forward . {dns_server}" in corefile["data"]["Corefile"]
-    _wait(lambda: (s := _dns_pod_states(c)) and set(s.values()) == {"running"} and s, 120,
-          "CoreDNS and nodelocaldns running with DNS settings from the inventory")
+    def dns_running() -> tuple[bool, list[str]]:
+        states = _dns_pod_states(c)
+        pending = [f"{name}: {state}" for name, state in states.items() if state != "running"]
+        return bool(states) and not pending, pending or ["no CoreDNS/nodelocaldns pods yet"]
+
+    runbook.wait_for(dns_running, timeout=120, interval=2,
+                     what="CoreDNS and nodelocaldns running with DNS settings from the inventory")
 
     # upgrade-cluster.yml rewrites the manifest, cordoning and draining every node first.
     log = tmp_path / "upgrade-cluster.log"
@@ -138,7 +132,7 @@ def test_legacy_dashed_group_names_and_the_limit_trap(restored_cluster: LabClust
         return proc.returncode == 0 and any(k["type"] == "Ready" and k["status"] == "True"
                                             for k in json.loads(proc.stdout)["status"]["conditions"])
 
-    _wait(ready, 90, "node5 Ready")
+    runbook.wait_for(ready, timeout=90, interval=2, what="node5 Ready")
 
 
 def test_reset_removes_the_cluster_from_every_machine(restored_cluster: LabCluster) -> None:

@@ -44,6 +44,7 @@ def _wait_ready(c: LabCluster, node: str, *, server_node: str, timeout: float = 
         time.sleep(2)
 
 
+@pytest.mark.timeout(1500)  # several playbook runs, one of them waiting out etcd's start timeout
 def test_new_etcd_node_beside_a_dead_member_then_recover_control_plane(restored_cluster: LabCluster) -> None:
     c = restored_cluster
     ip1, ip2, ip3, ip5 = (c.ip(n) for n in ("node1", "node2", "node3", "node5"))

@@ -75,6 +75,7 @@ def _assert_healthy(c: LabCluster) -> None:
     assert f"--etcd-servers=https://{c.ip('node2')}:2379,https://{c.ip('node3')}:2379,https://{c.ip('node1')}:2379" in manifest
 
 
+@pytest.mark.timeout(1200)  # two replacements, each with several playbook runs
 def test_replace_dead_first_control_plane_with_same_ip(restored_cluster: LabCluster, tmp_path) -> None:
     c = restored_cluster
     node1_ip = c.ip("node1")
@@ -133,3 +134,24 @@ def test_replace_dead_first_control_plane_with_same_ip(restored_cluster: LabClus
     assert run.ok, run.output_tail
     assert _unequal_count_errors(c) == 0
     _assert_healthy(c)
+
+
+@pytest.mark.timeout(1200)  # several playbook runs, one of them waiting out etcd's start timeout
+def test_a_fresh_node_left_first_in_etcd_mints_a_new_ca(restored_cluster: LabCluster) -> None:
+    """The replacement must go at the END of the etcd group: etcd[0] generates the certificates."""
+    c = restored_cluster
+    ca = ["sha256sum", "/etc/ssl/etcd/ssl/ca.pem"]
+    ca_before = c.lab.ssh("node2", ca).stdout.split()[0]
+    c.lab.poweroff("node1", mode="hard")
+    _remove_dead_member(c, "etcd1")
+    c.lab.reimage("node1")
+    c.lab.poweron("node1")
+    cluster.close_ssh_masters()
+    # The inventory still lists node1 first in etcd and kube_control_plane.
+    run = c.playbook("cluster.yml", limit="etcd,kube_control_plane", extra_vars={"etcd_retries": "1"})
+    assert not run.ok
+    ca_node1 = c.lab.ssh("node1", ca).stdout.split()[0]
+    assert ca_node1 != ca_before  # node1 had no ca-key.pem: a NEW etcd CA
+    assert c.lab.ssh("node2", ca).stdout.split()[0] == ca_node1  # ...pushed to the survivors
+    journals = "".join(c.lab.ssh(n, ["journalctl", "-u", "etcd", "--no-pager"]).stdout for n in ("node2", "node3"))
+    assert "certificate signed by unknown authority" in journals  # the members no longer trust each other
