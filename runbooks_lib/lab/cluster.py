@@ -39,16 +39,26 @@ DEFAULT_FACT_CACHE = "/tmp/runbooks-kubespray-facts"  # fact_caching_connection 
 def playbook_env(config: LabConfig | None = None) -> dict[str, str]:
     """Environment for ansible-playbook against this lab (pure function).
 
-    Ansible's jsonfile fact cache is keyed by host name and every lab names its
-    machines node1..nodeN, so a second lab on the same host (another
+    Every lab names its machines node1..nodeN, and Ansible keys its jsonfile
+    fact cache by host name, so a second lab on the same host (another
     RUNBOOKS_LAB_BRIDGE) gets its own cache directory; otherwise one lab's
-    cached addresses would be used for the other lab's machines. The default
-    lab keeps the cache of ansible.cfg, so plain ``ansible-playbook`` runs share it.
+    cached addresses would be used for the other lab's machines. It also gets
+    its own directory of persisted SSH connections, so closing one lab's
+    connections (``close_ssh_masters``) never cuts the other's. The default lab
+    keeps ansible.cfg's settings, so plain ``ansible-playbook`` runs share them.
     """
     config = config or LabConfig()
     if config.bridge == DEFAULT_BRIDGE:
         return {}
-    return {"ANSIBLE_CACHE_PLUGIN_CONNECTION": f"{DEFAULT_FACT_CACHE}-{config.bridge}"}
+    return {"ANSIBLE_CACHE_PLUGIN_CONNECTION": f"{DEFAULT_FACT_CACHE}-{config.bridge}",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(ssh_control_dir(config))}
+
+
+def ssh_control_dir(config: LabConfig | None = None) -> Path:
+    """Where Ansible keeps this lab's persisted SSH connections (ControlPersist sockets)."""
+    config = config or LabConfig()
+    base = Path.home() / ".ansible"
+    return base / "cp" if config.bridge == DEFAULT_BRIDGE else base / f"cp-{config.bridge}"
 
 
 @dataclass(frozen=True)
@@ -174,10 +184,11 @@ def close_ssh_masters(control_dir: Path | None = None) -> None:
     """Close Ansible's persisted SSH connections (ControlPersist).
 
     After machines were restarted, restored or reimaged those connections point
-    at processes that no longer exist and fail the next task. Side effect: the
-    next playbook opens fresh connections.
+    at processes that no longer exist and fail the next task. Only this lab's
+    connections are closed (``ssh_control_dir``). Side effect: the next
+    playbook opens fresh connections.
     """
-    for sock in (control_dir or Path.home() / ".ansible" / "cp").glob("*"):
+    for sock in (control_dir or ssh_control_dir()).glob("*"):
         subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab-machine"],
                        capture_output=True, timeout=10, check=False)
 

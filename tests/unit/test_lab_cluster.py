@@ -52,10 +52,12 @@ def test_playbook_commands_answer_prompts_unless_told_not_to(tmp_path: Path) -> 
     assert raw.cwd == cluster.KUBESPRAY_DIR
 
 
-def test_a_second_lab_gets_its_own_fact_cache() -> None:
+def test_a_second_lab_gets_its_own_fact_cache_and_ssh_connections() -> None:
     assert cluster.playbook_env(LabConfig(bridge="rblab0")) == {}
     env = cluster.playbook_env(LabConfig(bridge="rbci0"))
-    assert env == {"ANSIBLE_CACHE_PLUGIN_CONNECTION": "/tmp/runbooks-kubespray-facts-rbci0"}
+    assert env == {"ANSIBLE_CACHE_PLUGIN_CONNECTION": "/tmp/runbooks-kubespray-facts-rbci0",
+                   "ANSIBLE_SSH_CONTROL_PATH_DIR": str(Path.home() / ".ansible" / "cp-rbci0")}
+    assert cluster.ssh_control_dir(LabConfig(bridge="rblab0")) == Path.home() / ".ansible" / "cp"
     # The default lab shares the cache named in the stand-in's ansible.cfg.
     cfg = (cluster.KUBESPRAY_DIR / "ansible.cfg").read_text()
     assert f"fact_caching_connection = {cluster.DEFAULT_FACT_CACHE}\n" in cfg
