@@ -288,6 +288,12 @@ class Lab:
         auth = fresh / "root/.ssh/authorized_keys"
         auth.write_text(pub)
         auth.chmod(0o600)
+        # root's systemd user manager runs from boot (loginctl enable-linger root). Without it
+        # every SSH login starts user@0.service and the last logout stops it; a login that
+        # arrives while it is stopping waits for the stop job, which froze logins for tens of
+        # seconds right after another machine was powered off and on.
+        (fresh / "var/lib/systemd/linger").mkdir(parents=True)
+        (fresh / "var/lib/systemd/linger/root").write_text("")
         fresh.rename(upper)
         self._pin_host_key(name)
 

@@ -12,6 +12,7 @@ nftables table. Everything is named after the bridge so ``teardown`` finds it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from pathlib import Path
@@ -63,6 +64,12 @@ def check_range_free(config: LabConfig) -> None:
                            fix="set RUNBOOKS_LAB_SUBNET to a free private range, e.g. 10.214.7.0/24")
 
 
+def bridge_mac(config: LabConfig) -> str:
+    """A fixed, locally administered unicast MAC for the lab bridge, derived from its name (pure)."""
+    digest = hashlib.sha256(config.bridge.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def setup(config: LabConfig) -> None:
     """Create the bridge, host address, firewall table and graveyard (idempotent)."""
     n = names(config)
@@ -70,6 +77,12 @@ def setup(config: LabConfig) -> None:
     if not bridge_exists(config):
         sh.run(["ip", "link", "add", config.bridge, "type", "bridge"], timeout=T)
         sh.run(["ip", "link", "set", config.bridge, "alias", f"runbooks-lab:{config.state_dir}"], timeout=T)
+    # A bridge takes the lowest MAC of its ports unless one is set: a machine booting with a
+    # new veth (or powered off) would change it, and every other machine would keep sending
+    # to the old MAC of the host's address until its ARP entry expires (tens of seconds of
+    # silence). A MAC set by hand never changes.
+    if Path(f"/sys/class/net/{config.bridge}/addr_assign_type").read_text().strip() != "3":
+        sh.run(["ip", "link", "set", config.bridge, "address", bridge_mac(config)], timeout=T)
     have = sh.run(["ip", "-4", "-o", "addr", "show", "dev", config.bridge], timeout=T).stdout
     if f" {config.host_ip}/" not in have:
         sh.run(["ip", "addr", "add", f"{config.host_ip}/{prefix}", "dev", config.bridge], timeout=T)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.errors import HostUnreachable
+from runbooks_lib.lab import net
 from runbooks_lib.lab.machines import Lab
 
 pytestmark = pytest.mark.lab
@@ -44,13 +45,16 @@ def test_every_machine_answers_with_its_identity_and_services(running_lab: Lab) 
         out = running_lab.ssh(machine["name"], [
             "sh", "-c", "hostname; hostname -I; cat /etc/machine-id; "
             "systemctl is-active systemd-journald ssh systemd-networkd systemd-resolved; "
-            "systemctl is-system-running --wait; readlink /etc/resolv.conf"], timeout=60).stdout.split()
+            "systemctl is-system-running --wait; readlink /etc/resolv.conf; "
+            "loginctl show-user root --property=Linger; systemctl is-active user@0"], timeout=60).stdout.split()
         assert out[0] == machine["name"]
         assert out[1] == machine["ip"]
         machine_ids.add(out[2])
         assert out[3:7] == ["active"] * 4
         assert out[7] in ("running", "degraded")
         assert out[8].endswith("systemd/resolve/stub-resolv.conf")
+        # root's user manager stays up between SSH logins (no stop/start race per login).
+        assert out[9:11] == ["Linger=yes", "active"]
     assert len(machine_ids) == 5, "machine-ids must be unique"
 
 
@@ -79,6 +83,8 @@ def test_second_up_changes_nothing_running(running_lab: Lab) -> None:
 
 def test_hard_poweroff_makes_the_ip_silent_and_poweron_restores_disk(running_lab: Lab) -> None:
     lab = running_lab
+    bridge_mac = Path(f"/sys/class/net/{lab.config.bridge}/address")
+    assert bridge_mac.read_text().strip() == net.bridge_mac(lab.config)
     lab.ssh("node3", "echo kept-across-power-cycle > /root/marker", timeout=30)
     lab.poweroff("node3", mode="hard")
     try:
@@ -95,6 +101,11 @@ def test_hard_poweroff_makes_the_ip_silent_and_poweron_restores_disk(running_lab
         lab.poweron("node3")
     assert lab.ssh("node3", "cat /root/marker", timeout=30).stdout.strip() == "kept-across-power-cycle"
     assert remote_connect(lab, "node1", lab.config.ip_of("node3")) == 0
+    # The bridge kept its MAC through a veth leaving and a new one joining, so the other
+    # machines' ARP entries for the host stay right (else they go silent until they expire).
+    assert bridge_mac.read_text().strip() == net.bridge_mac(lab.config)
+    neigh = lab.ssh("node2", ["ip", "neigh", "show", lab.config.host_ip], timeout=10).stdout
+    assert net.bridge_mac(lab.config) in neigh or not neigh.strip(), neigh
 
 
 def test_graceful_poweroff_and_freeze(running_lab: Lab) -> None:

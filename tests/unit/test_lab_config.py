@@ -186,3 +186,11 @@ def test_snapshot_cli_takes_node_and_name_or_all(monkeypatch: pytest.MonkeyPatch
     assert cli.main(["lab", "snapshot", "node2"]) == 1
     assert cli.main(["lab", "snapshot", "--all", "node2", "x"]) == 1
     assert "give only the snapshot name" in capsys.readouterr().err
+
+
+def test_bridge_mac_is_fixed_unicast_and_locally_administered() -> None:
+    mac = net.bridge_mac(LabConfig(bridge="rblab0"))
+    assert mac == net.bridge_mac(LabConfig(bridge="rblab0"))
+    assert mac != net.bridge_mac(LabConfig(bridge="rbci0"))
+    first = int(mac.split(":")[0], 16)
+    assert len(mac.split(":")) == 6 and first & 0x01 == 0 and first & 0x02
