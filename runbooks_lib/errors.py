@@ -4,9 +4,15 @@ Every error carries an actionable message: what was run, where, how it ended,
 the tail of its error output and the next step for the operator. Raise by
 default; callers opt out with the keyword ``check=False`` where a function
 offers it (the same spelling everywhere).
+
+Every rendered message passes through :func:`runbooks_lib.redaction.redact`,
+so a private key, token or password in a command's output never reaches a
+traceback, whoever raised the error.
 """
 
 from __future__ import annotations
+
+from runbooks_lib.redaction import redact
 
 
 def tail(text: str | bytes | None, lines: int = 15) -> str:
@@ -36,12 +42,15 @@ class RunbookError(Exception):
         exit_code: int | None = None,
         stderr: str | bytes | None = None,
     ) -> None:
-        self.what = what
+        self.what = redact(what)
         self.fix = fix
         self.command = command
         self.host = host
         self.exit_code = exit_code
-        self.stderr = tail(stderr)
+        # Redacted before the tail is cut, so a key whose BEGIN line falls outside it is still found.
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode("utf-8", "replace")
+        self.stderr = tail(redact(stderr or ""))
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -57,7 +66,11 @@ class RunbookError(Exception):
             parts.append("stderr (last lines):\n  " + self.stderr.replace("\n", "\n  "))
         if self.fix:
             parts.append(f"next step: {self.fix}")
-        return "\n".join(parts)
+        return redact("\n".join(parts))
+
+    def __str__(self) -> str:
+        # args may have been replaced after construction; what is shown is always redacted.
+        return redact(super().__str__())
 
 
 class CommandFailed(RunbookError):

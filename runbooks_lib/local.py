@@ -4,11 +4,17 @@ Argument lists only (never a shell string), a required timeout, the whole
 process group killed when it runs out, a frozen :class:`Result`, and
 ``check=True`` by default (``check=False`` is the one opt-out). Output can be
 streamed line by line to a callback and to a log file while the process runs;
-both see redacted text (see :func:`runbooks_lib.runbook.redact`).
+both see redacted text (see :func:`runbooks_lib.redaction.redact`).
+
+Daemons that must outlive the call (HAProxy, dnsmasq, a lab machine) are
+started with :func:`start`: their own process group, output to a log file,
+and a :class:`Background` handle whose ``stop`` waits a bounded time and
+kills the whole group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from runbooks_lib import errors
-from runbooks_lib.runbook import LineRedactor, redact
+from runbooks_lib.redaction import LineRedactor, redact
 
 # After SIGTERM to the group, how long before SIGKILL (ansible cleans up its workers).
 KILL_GRACE_S = 5.0
@@ -50,7 +56,8 @@ class Result:
     def tail(self, lines: int = 15, stream: str = "stderr") -> str:
         """Last ``lines`` lines of stderr (or ``stream="stdout"``), redacted."""
         text = self.stderr if stream == "stderr" else self.stdout
-        return redact(errors.tail(text, lines))
+        # Redacted before cutting: a key whose BEGIN line falls outside the tail is still hidden.
+        return errors.tail(redact(text), lines)
 
     def __str__(self) -> str:
         return f"{shlex.join(self.command)} -> exit {self.exited} in {self.duration:.1f}s"
@@ -198,7 +205,7 @@ def run(
         exc = errors.WaitTimedOut(
             f"{Path(argv[0]).name} did not finish within {timeout:g}s; its process group was killed",
             command=list(argv),
-            stderr=redact(errors.tail(result.stderr or result.stdout)),
+            stderr=result.stderr or result.stdout,
             fix="check why it hangs (output above); rerun with a longer timeout if it was progressing",
         )
         exc.result = result  # type: ignore[attr-defined]
@@ -222,3 +229,90 @@ def _feed(pipe: IO[str], text: str) -> None:
         pipe.close()
     except (BrokenPipeError, OSError):
         pass  # the command exited without reading all of it
+
+
+@dataclass
+class Background:
+    """A process started by :func:`start`, leader of its own process group."""
+
+    command: tuple[str, ...]
+    pid: int
+    log_path: Path
+    _proc: subprocess.Popen[bytes]
+
+    def poll(self) -> int | None:
+        """The exit code if the process has ended (negative for a signal), else None."""
+        return self._proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of its log file, redacted."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return errors.tail(redact(text), lines)
+
+    def stop(self, timeout: float = KILL_GRACE_S) -> int:
+        """SIGTERM the process group, SIGKILL it after ``timeout`` seconds; return the exit code.
+
+        Idempotent. Every member of the group gets the signals, so children
+        the daemon forked do not survive it. Bounded: at most about
+        ``timeout`` + :data:`KILL_GRACE_S` seconds.
+        """
+        for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, KILL_GRACE_S)):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self._proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)  # stragglers of the group
+            break
+        code = self._proc.poll()
+        if code is None:
+            raise errors.WaitTimedOut(
+                f"{Path(self.command[0]).name} (pid {self.pid}) still runs after SIGKILL",
+                command=list(self.command), fix=f"look at process {self.pid} (uninterruptible I/O?)",
+            )
+        return code
+
+
+def start(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    log_path: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Background:
+    """Start ``command`` (an argument list) in the background and return its handle at once.
+
+    The process gets its own session and process group, stdin from
+    /dev/null, stdout and stderr appended to ``log_path`` (created with its
+    parent directory; no other descriptors are inherited). ``env`` entries
+    are added to the current environment. It outlives this call; stop it
+    with :meth:`Background.stop`. Raises CommandFailed when it cannot be
+    started. Side effects: the process, the log file.
+    """
+    argv = tuple(os.fspath(part) for part in command)
+    if not argv:
+        raise errors.BadParameters("empty command", fix="pass the program and its arguments as a list")
+    log = Path(log_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = None if env is None else {**os.environ, **env}
+    with open(log, "ab") as out:
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise errors.CommandFailed(
+                f"cannot start {argv[0]}: {exc.strerror or exc}", command=list(argv),
+                fix=f"install {Path(argv[0]).name} or pass its full path",
+            ) from exc
+    return Background(argv, proc.pid, log, proc)

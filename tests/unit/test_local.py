@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
 
 from runbooks_lib import errors, local
+from tests.waiting import wait_until
 
 PY = sys.executable
 
@@ -68,15 +72,16 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert "did not finish within 1s" in str(info.value)
     assert info.value.result.timed_out  # type: ignore[attr-defined]
     child = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"grandchild {child} survived the timeout")
+    wait_until(lambda: not _alive(child), timeout=5, interval=0.05, what=f"grandchild {child} to die with its group")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def test_timeout_with_check_false_returns_timed_out_result() -> None:
@@ -136,3 +141,83 @@ def test_input_env_and_cwd(tmp_path: Path) -> None:
 def test_str_shows_a_copyable_command() -> None:
     res = local.run(["echo", "a b"], timeout=10)
     assert str(res).startswith("echo 'a b' -> exit 0")
+
+
+# ---------------------------------------------------------------- secrets never shown
+
+
+def _fake_secrets() -> dict[str, str]:
+    # Key markers are assembled at run time: no private key marker sits in the repository.
+    begin, end = "-----BEGIN " + "RSA PRIVATE KEY-----", "-----END " + "RSA PRIVATE KEY-----"
+    body = ["MIIEpAIBAAKCAQEAq" + "Z" * 47, *("Fake" + "K3y" * 20 for _ in range(20)), "QUJDRA=="]
+    pem = "\n".join([begin, *body, end])
+    key_data = base64.b64encode(pem.encode()).decode()
+    return {"pem_line": body[5], "pem_last": body[-1], "token": "s3cr3tT0kenValue.abcdefXYZ", "key_data": key_data,
+            "output": f"{pem}\nAuthorization: Bearer s3cr3tT0kenValue.abcdefXYZ\n"
+                      f"users:\n- name: admin\n  user:\n    client-key-data: {key_data}\n"}
+
+
+def test_a_failing_command_leaks_no_secret_into_error_traceback_log_or_stream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secrets = _fake_secrets()
+    out = tmp_path / "output.txt"
+    out.write_text(secrets["output"])
+    log = tmp_path / "run.log"
+    lines: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(errors.CommandFailed) as info:
+        local.run(["sh", "-c", 'cat "$1"; cat "$1" >&2; exit 3', "show", out], timeout=10,
+                  on_line=lines.append, log_path=log)
+    shown = {
+        "str(error)": str(info.value),
+        "traceback": "".join(traceback.format_exception(info.value)),
+        "log file": log.read_text(),
+        "on_line": "\n".join(lines),
+        "logging": caplog.text,
+        "error.stderr": info.value.stderr,
+    }
+    assert "exit code: 3" in shown["str(error)"] and "[redacted]" in shown["str(error)"]
+    for where, text in shown.items():
+        for name in ("pem_line", "pem_last", "token", "key_data"):
+            assert secrets[name] not in text, f"{name} shown in {where}"
+            assert secrets["key_data"][:40] not in text, f"client-key-data shown in {where}"
+        assert "PRIVATE KEY-----\nMII" not in text, where
+
+
+def test_an_error_raised_anywhere_is_redacted_even_when_the_key_begins_outside_the_tail() -> None:
+    secrets = _fake_secrets()
+    exc = errors.CommandFailed("failed", stderr=secrets["output"])
+    assert secrets["pem_last"] not in str(exc) and secrets["token"] not in str(exc)
+    # The key's BEGIN line is cut off (a tail of the output): its body must still be hidden.
+    cut = "\n".join(secrets["output"].splitlines()[10:])
+    exc = errors.RunbookError("failed", stderr=cut)
+    assert secrets["pem_last"] not in str(exc) and secrets["pem_line"] not in str(exc)
+    assert secrets["pem_last"] not in str(errors.WaitTimedOut(f"pending: token={secrets['token']}"))
+
+
+# ---------------------------------------------------------------- background processes
+
+
+def test_start_runs_in_the_background_and_stop_kills_its_whole_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    log = tmp_path / "logs" / "daemon.log"
+    # A daemon that ignores SIGTERM and has a child of its own: stop must still end both, in bounded time.
+    script = f"trap '' TERM; sleep 60 & echo $! > {pid_file}; echo started; echo oops >&2; wait"
+    proc = local.start(["sh", "-c", script], log_path=log)
+    assert proc.running and proc.poll() is None
+    assert os.getpgid(proc.pid) == proc.pid  # leader of its own group
+    wait_until(lambda: pid_file.exists() and "oops" in log.read_text(), timeout=5, what="the daemon to start")
+    assert "started" in proc.log_tail() and "oops" in proc.log_tail()
+    child = int(pid_file.read_text())
+    start = time.monotonic()
+    code = proc.stop(timeout=0.5)
+    assert time.monotonic() - start < 10
+    assert code < 0 and not proc.running
+    wait_until(lambda: not _alive(child), timeout=5, interval=0.05, what=f"child {child} to die with its group")
+    assert proc.stop() == code  # idempotent
+
+
+def test_start_of_a_missing_program_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(errors.CommandFailed, match="install no-such-daemon"):
+        local.start(["no-such-daemon"], log_path=tmp_path / "x.log")
