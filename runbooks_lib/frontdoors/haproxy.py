@@ -18,17 +18,16 @@ import csv
 import io
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runbooks_lib.errors import BadParameters, LabError, WaitTimedOut, tail
+from runbooks_lib import local
+from runbooks_lib.errors import BadParameters, CommandFailed, PreconditionFailed, WaitTimedOut
 from runbooks_lib.probe import EventLog, Target
+from runbooks_lib.waits import wait_for
 
 HAPROXY = "/usr/sbin/haproxy"
 
@@ -62,7 +61,7 @@ class HaproxyFrontDoor:
     host_header: str | None = None
     workdir: Path | None = None
     label: str = "haproxy"
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _proc: local.Background | None = field(default=None, init=False, repr=False)
     _own_workdir: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,54 +112,52 @@ class HaproxyFrontDoor:
     def setup(self, timeout: float = 10.0) -> None:
         """Start HAProxy (no-op when already running).
 
-        Raises LabError when haproxy is missing, the configuration is rejected
-        or it exits while starting (message with its output), WaitTimedOut
-        when the frontend does not accept connections within ``timeout``.
+        Raises PreconditionFailed when haproxy is not installed,
+        CommandFailed when the configuration is rejected or it exits while
+        starting (message with its output), WaitTimedOut when the frontend
+        does not accept connections within ``timeout`` (it is stopped then).
         Rollback: :meth:`teardown`.
         """
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and self._proc.running:
             return
         if not Path(HAPROXY).exists():
-            raise LabError(f"{HAPROXY} not found", fix="apt-get install haproxy")
+            raise PreconditionFailed(f"{HAPROXY} not found", fix="apt-get install haproxy")
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="runbooks-haproxy-"))
             self._own_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "haproxy.cfg"
         cfg.write_text(self.config())
-        check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
-        if check.returncode != 0:
-            raise LabError("haproxy rejected its configuration", command=[HAPROXY, "-c", "-f", str(cfg)],
-                           exit_code=check.returncode, stderr=check.stderr + check.stdout)
-        log_path = self.workdir / "haproxy.log"
-        argv = [HAPROXY, "-db", "-f", str(cfg)]
-        with open(log_path, "ab") as log:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
+        check = local.run([HAPROXY, "-c", "-q", "-f", str(cfg)], timeout=30, check=False)
+        if check.failed:
+            raise CommandFailed("haproxy rejected its configuration", command=[HAPROXY, "-c", "-f", str(cfg)],
+                                exit_code=check.exited, stderr=check.stderr + check.stdout,
+                                fix="read haproxy's complaint above; check the servers and ports passed")
+        proc = local.start([HAPROXY, "-db", "-f", str(cfg)], log_path=self.workdir / "haproxy.log")
+        self._proc = proc
+
+        def accepting() -> tuple[bool, str]:
+            code = proc.poll()
+            if code is not None:
                 self._proc = None
-                raise LabError(f"haproxy exited with code {code} while starting", command=argv, exit_code=code,
-                               stderr=log_path.read_text(), fix=f"is {self.bind}:{self.port} free and on this host?")
-            if self.stats_socket.exists() and _accepts(self.bind, self.port):
-                return
-            time.sleep(0.02)
-        self.teardown()
-        raise WaitTimedOut(f"haproxy not accepting on {self.bind}:{self.port} after {timeout}s",
-                           stderr=tail(log_path.read_text()))
+                raise CommandFailed(f"haproxy exited with code {code} while starting", command=list(proc.command),
+                                    exit_code=code, stderr=proc.log_tail(),
+                                    fix=f"is {self.bind}:{self.port} free and on this host?")
+            return self.stats_socket.exists() and _accepts(self.bind, self.port), \
+                f"haproxy not accepting on {self.bind}:{self.port}"
+
+        try:
+            wait_for(accepting, timeout=timeout, interval=0.02, what=f"haproxy to accept on {self.bind}:{self.port}",
+                     fix=f"read {proc.log_path}")
+        except WaitTimedOut:
+            self.teardown()
+            raise
 
     def teardown(self, timeout: float = 10.0) -> None:
-        """Stop HAProxy and remove its temporary work directory."""
+        """Stop HAProxy (its process group, within ``timeout``) and remove its temporary work directory."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        if proc is not None:
+            proc.stop(timeout)
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -17,12 +17,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 
-from runbooks_lib.errors import BadParameters, PreconditionFailed
-from runbooks_lib.frontdoors.runner import Runner, exit_code, stdout, write_file
+from runbooks_lib.errors import BadParameters, CommandFailed, HostUnreachable, PreconditionFailed, RunbookError
+from runbooks_lib.frontdoors.runner import Runner, write_file
 from runbooks_lib.probe import EventLog, Target
+from runbooks_lib.waits import wait_for
 
 CONF = "/etc/keepalived/keepalived.conf"
 NOTIFY = "/etc/keepalived/runbooks-notify.sh"
@@ -149,7 +149,7 @@ vrrp_instance runbooks_vip {{
     def _interface(self, node: VrrpNode) -> str:
         if self.interface:
             return self.interface
-        out = stdout(node.runner.run(["ip", "-o", "-4", "addr", "show"], timeout=10))
+        out = node.runner.run(["ip", "-o", "-4", "addr", "show"], timeout=10).stdout
         name = _interface_of(out, node.ip)
         if name is None:
             raise PreconditionFailed(f"{node.name} has no interface with address {node.ip}", host=node.name,
@@ -159,7 +159,7 @@ vrrp_instance runbooks_vip {{
     def _check_not_foreign(self, node: VrrpNode) -> None:
         res = node.runner.run(["sh", "-c", 'test ! -s "$1" || grep -qF "$2" "$1"', "check", CONF, MARKER],
                               timeout=10, check=False)
-        if exit_code(res) != 0:
+        if res.exited != 0:
             raise PreconditionFailed(f"{node.name} already has a keepalived configuration not written by the runbooks",
                                      host=node.name, fix=f"move {CONF} aside on {node.name} or use another node")
 
@@ -182,12 +182,14 @@ vrrp_instance runbooks_vip {{
         self.wait_single_holder(self.timeout)
 
     def teardown(self) -> None:
-        """Stop keepalived and remove the configuration, notify script and VIP on every reachable node.
+        """Stop keepalived and remove the configuration, notify script and VIP on every node.
 
-        Unreachable nodes (powered off) are skipped; the first error is
-        re-raised after every node was tried.
+        Every node is tried, also after one failed; then ONE error lists each
+        node that failed: HostUnreachable when all of them were unreachable
+        (powered off), otherwise CommandFailed. Cleaned nodes stay cleaned;
+        rerun teardown once the failed nodes are back.
         """
-        errors: list[Exception] = []
+        failed: dict[str, Exception] = {}
         for node in self.nodes:
             try:
                 node.runner.run(["systemctl", "stop", "keepalived"], timeout=20, check=False)
@@ -198,9 +200,9 @@ vrrp_instance runbooks_vip {{
                     node.runner.run(["ip", "addr", "del", f"{self.vip}/{self.prefix}", "dev", iface],
                                     timeout=10, check=False)
             except Exception as exc:  # keep going: every node must be cleaned that can be
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                failed[node.name] = exc
+        if failed:
+            raise teardown_failure(failed, len(self.nodes), self.vip)
 
     # probes
     def holders(self, timeout: float = 5.0) -> list[str]:
@@ -211,29 +213,39 @@ vrrp_instance runbooks_vip {{
                 res = node.runner.run(["ip", "-o", "-4", "addr", "show"], timeout=timeout, check=False)
             except Exception:
                 continue
-            if f" {self.vip}/" in stdout(res):
+            if f" {self.vip}/" in res.stdout:
                 out.append(node.name)
         return out
 
     def wait_single_holder(self, timeout: float) -> str:
-        """Wait until exactly one node holds the VIP; return its name."""
-        from runbooks_lib.errors import WaitTimedOut
+        """Wait until exactly one node holds the VIP; return its name. Raises WaitTimedOut naming the holders."""
+        holders: list[str] = []
 
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while time.monotonic() < deadline:
-            seen = self.holders()
-            if len(seen) == 1:
-                return seen[0]
-            time.sleep(0.5)
-        raise WaitTimedOut(f"VIP {self.vip} held by {seen or 'no node'} after {timeout:.0f}s (expected exactly one)",
-                           fix="check `journalctl -u keepalived` on the nodes")
+        def single() -> tuple[bool, str]:
+            holders[:] = self.holders()
+            return len(holders) == 1, f"VIP {self.vip} held by {', '.join(holders) or 'no node'} (expected exactly one)"
+
+        wait_for(single, timeout=timeout, interval=0.5, what=f"one node to hold VIP {self.vip}",
+                 fix="check `journalctl -u keepalived` on the nodes")
+        return holders[0]
 
     def target(self) -> Target:
         return Target(self.vip, self.port, self.path, self.host_header)
 
     def watcher(self, events: EventLog, *, interval: float = 0.5) -> VrrpWatcher:
         return VrrpWatcher(self.nodes, events, interval=interval)
+
+
+def teardown_failure(failed: dict[str, Exception], total: int, vip: str) -> RunbookError:
+    """One error naming every node whose teardown failed (``.failed`` maps node -> exception)."""
+    lines = [f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+             for name, exc in failed.items()]
+    unreachable = all(isinstance(exc, HostUnreachable) for exc in failed.values())
+    cls = HostUnreachable if unreachable else CommandFailed
+    exc = cls(f"keepalived teardown of VIP {vip} failed on {len(failed)} of {total} nodes:\n  " + "\n  ".join(lines),
+              fix="bring the failed nodes back (or fix the cause) and run teardown again; the other nodes are clean")
+    exc.failed = dict(failed)  # type: ignore[attr-defined]
+    return exc
 
 
 class VrrpWatcher:
@@ -270,7 +282,7 @@ class VrrpWatcher:
             res = node.runner.run(["cat", LOG], timeout=self.ssh_timeout, check=False)
         except Exception:
             return None
-        return parse_log(stdout(res))
+        return parse_log(res.stdout)
 
     def poll(self, node: VrrpNode) -> None:
         lines = self._read(node)

@@ -1,19 +1,19 @@
 """How front doors run commands: a small protocol and adapters to the project's runners.
 
 A runner is anything with ``run(argv, timeout, check=True, input=None)``
-returning an object with ``stdout`` (a ``CompletedProcess``, an
-``ssh.Result``). Adapters: :class:`LabRunner` (``lab.ssh``), :class:`SshRunner`
-(``runbooks_lib.ssh.run`` on a connection) and :class:`LocalRunner` (this
-machine).
+returning a result with ``exited``, ``stdout`` and ``stderr``
+(:class:`runbooks_lib.local.Result`, or :class:`runbooks_lib.ssh.Result`
+with the same fields). Adapters: :class:`LabRunner` (``lab.ssh``),
+:class:`SshRunner` (``runbooks_lib.ssh.run`` on a connection) and
+:class:`LocalRunner` (this machine, through ``runbooks_lib.local.run``).
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from runbooks_lib.errors import CommandFailed
+from runbooks_lib import local
 
 
 class Runner(Protocol):
@@ -22,17 +22,6 @@ class Runner(Protocol):
     name: str
 
     def run(self, argv: Sequence[str], timeout: float, check: bool = True, input: str | None = None) -> Any: ...
-
-
-def exit_code(result: Any) -> int:
-    """The exit status of a runner's result (``returncode`` or ``exited``)."""
-    code = getattr(result, "returncode", None)
-    return int(code if code is not None else getattr(result, "exited", 0))
-
-
-def stdout(result: Any) -> str:
-    out = getattr(result, "stdout", "")
-    return out.decode("utf-8", "replace") if isinstance(out, bytes) else (out or "")
 
 
 class LabRunner:
@@ -60,20 +49,17 @@ class SshRunner:
 
 
 class LocalRunner:
-    """Runs commands on this machine. Raises CommandFailed on a non-zero exit or timeout."""
+    """Runs commands on this machine with :func:`runbooks_lib.local.run`.
+
+    Raises CommandFailed on a non-zero exit and WaitTimedOut on a timeout
+    (the process group is killed) unless ``check=False``.
+    """
 
     name = "localhost"
 
-    def run(self, argv: Sequence[str], timeout: float, check: bool = True, input: str | None = None) -> Any:
-        try:
-            proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise CommandFailed(f"command did not finish within {timeout}s", command=list(argv), host=self.name) from None
-        if check and proc.returncode != 0:
-            raise CommandFailed("command failed", command=list(argv), host=self.name, exit_code=proc.returncode,
-                                stderr=proc.stderr)
-        return proc
+    def run(self, argv: Sequence[str], timeout: float, check: bool = True,
+            input: str | None = None) -> local.Result:
+        return local.run(list(argv), timeout=timeout, check=check, input=input)
 
 
 def write_file(runner: Runner, path: str, content: str, *, mode: str = "0644", timeout: float = 15.0) -> None:

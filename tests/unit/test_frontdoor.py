@@ -14,14 +14,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from runbooks_lib import analysis
+from runbooks_lib import analysis, local
 from runbooks_lib import probe as p
-from runbooks_lib.errors import PreconditionFailed
+from runbooks_lib.errors import CommandFailed, HostUnreachable, PreconditionFailed
 from runbooks_lib.frontdoors import keepalived
 from runbooks_lib.frontdoors.dnsrr import DnsRoundRobin
 from runbooks_lib.frontdoors.haproxy import HaproxyFrontDoor
 from runbooks_lib.frontdoors.runner import LabRunner, LocalRunner, write_file
 from runbooks_lib.lab import dns
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,30 +62,33 @@ class FakeNode:
         self.name, self.ip, self.holds_vip, self.log, self.foreign = name, ip, holds_vip, log, foreign
         self.calls: list[list[str]] = []
         self.files: dict[str, str] = {}
+        self.down = False
 
     def run(self, argv, timeout, check=True, input=None):
         argv = list(argv)
         self.calls.append(argv)
         assert timeout > 0
-        ok = SimpleNamespace(returncode=0, stdout="", stderr="")
+        ok = local.Result(tuple(argv), 0, "", "", 0.0)
+        if self.down:
+            raise HostUnreachable(f"{self.name} did not answer", host=self.name)
         if argv[:5] == ["ip", "-o", "-4", "addr", "show"]:
             out = f"1: lo    inet 127.0.0.1/8 scope host lo\n2: host0    inet {self.ip}/24 brd x scope global host0\n"
             if self.holds_vip:
                 out += "2: host0    inet 10.213.7.100/24 scope global secondary host0\n"
-            return SimpleNamespace(returncode=0, stdout=out, stderr="")
+            return local.Result(tuple(argv), 0, out, "", 0.0)
         if argv[:2] == ["sh", "-c"] and argv[3] == "write_file":
             content, tmp, _mode, path = argv[4:8]
             self.files[path] = content
             return ok
         if argv[:2] == ["sh", "-c"] and argv[3] == "check":
-            return SimpleNamespace(returncode=1 if self.foreign else 0, stdout="", stderr="")
+            return local.Result(tuple(argv), 1 if self.foreign else 0, "", "", 0.0)
         if argv[:2] == ["sh", "-c"] and argv[3] == "teardown":
             self.files.pop(keepalived.CONF, None)
             return ok
         if argv[0] == "systemctl" or argv[:3] == ["ip", "addr", "del"]:
             return ok
         if argv == ["cat", keepalived.LOG]:
-            return SimpleNamespace(returncode=0, stdout=self.log, stderr="")
+            return local.Result(tuple(argv), 0, self.log, "", 0.0)
         raise AssertionError(f"unexpected command {argv}")
 
 
@@ -110,6 +114,31 @@ def test_keepalived_config_and_setup():
     door.teardown()
     assert keepalived.CONF not in n1.files
     assert ["ip", "addr", "del", "10.213.7.100/24", "dev", "host0"] in n2.calls
+
+
+def test_keepalived_teardown_tries_every_node_and_raises_one_error_naming_each_failure():
+    n1, n2, n3 = FakeNode("node1", "10.213.7.11"), FakeNode("node2", "10.213.7.12"), FakeNode("node3", "10.213.7.13")
+    door = _vip([n1, n2, n3], interface="host0")
+    for node in (n1, n2, n3):
+        node.files[keepalived.CONF] = "x"
+    n1.down = n3.down = True
+    with pytest.raises(HostUnreachable) as info:
+        door.teardown()
+    message = str(info.value)
+    assert "failed on 2 of 3 nodes" in message and "node1: HostUnreachable" in message
+    assert "node3: HostUnreachable" in message and "node2" not in message.split("next step")[0].split("nodes:")[1]
+    assert set(info.value.failed) == {"node1", "node3"}
+    assert keepalived.CONF not in n2.files  # the reachable node was cleaned although node1 failed first
+    n1.down = False
+    n2.files[keepalived.CONF] = "x"
+
+    def broken(argv, timeout, check=True, input=None):
+        raise CommandFailed("rm failed", host="node2")
+
+    n2.run = broken  # type: ignore[method-assign]
+    with pytest.raises(CommandFailed) as info:
+        door.teardown()
+    assert "node2: CommandFailed" in str(info.value) and "node3: HostUnreachable" in str(info.value)
 
 
 def test_keepalived_refuses_a_foreign_configuration():
@@ -158,7 +187,7 @@ def test_lab_runner_passes_argv_and_timeout():
     class Lab:
         def ssh(self, name, command, *, timeout, check=True, input=None):
             seen.update(name=name, command=command, timeout=timeout, check=check)
-            return SimpleNamespace(returncode=0, stdout="ok")
+            return local.Result(tuple(command), 0, "ok", "", 0.0)
 
     assert LabRunner(Lab(), "node2").run(["true"], timeout=3, check=False).stdout == "ok"
     assert seen == {"name": "node2", "command": ["true"], "timeout": 3, "check": False}
@@ -220,15 +249,8 @@ def ns_node(allow_addresses):
         proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", NS_APP, node_ip],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         allow_addresses(node_ip)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((node_ip, 8080), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(lambda: socket.create_connection((node_ip, 8080), timeout=0.5).close() is None, timeout=10,
+                   interval=0.05, retry_on=(OSError,), what=f"the namespaced app on {node_ip}:8080")
         yield SimpleNamespace(ip=node_ip, silence=silence)
     finally:
         if proc is not None:
@@ -256,10 +278,8 @@ def test_haproxy_marks_a_silent_server_down_without_failed_requests(ns_node, loc
     try:
         door.setup()
         door.setup()  # idempotent
-        deadline = time.monotonic() + 5
-        while door.server_status() != {"node1": "UP", "node2": "UP"} and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert door.server_status() == {"node1": "UP", "node2": "UP"}
+        wait_until(lambda: (door.server_status() == {"node1": "UP", "node2": "UP"}, str(door.server_status())),
+                   timeout=5, interval=0.05, what="haproxy to mark both servers UP")
         with door.watcher(log, interval=0.05):
             run = p.start(p.ProbeConfig((p.direct("127.0.0.1", port=door.port, name="haproxy"),), rate=50,
                                         duration=3.0, progress=False), log)
