@@ -7,26 +7,37 @@ hex as etcdctl's table does. The quorum arithmetic at the end is pure.
 
 Probes: member_list, endpoint_health, endpoint_status, snapshot_status, read_env,
 check_removal, check_loss. Actions: member_add, member_remove, snapshot_save,
-snapshot, set_env (each names its rollback).
+snapshot, set_env (each names its rollback). Snapshots are implemented in
+:mod:`runbooks_lib.etcd_snapshot`, the env file in :mod:`runbooks_lib.etcd_env`;
+their names are importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
-import os
 import re
-import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from runbooks_lib import ssh
-from runbooks_lib.errors import BadParameters, CommandFailed, PreconditionFailed
+from runbooks_lib.errors import BadParameters, CommandFailed, PreconditionFailed, WaitTimedOut
+
+# Snapshots and /etc/etcd.env live in their own modules; their names are part of this one.
+from runbooks_lib.etcd_env import ENV_FILE, EnvChange, EnvFile, read_env, set_env  # noqa: F401
+from runbooks_lib.etcd_snapshot import (  # noqa: F401
+    Snapshot,
+    SnapshotStatus,
+    local_sha256,
+    remote_sha256,
+    snapshot,
+    snapshot_save,
+    _json,
+    snapshot_status,
+)
+from runbooks_lib.waits import wait_for
 
 CERT_DIR = "/etc/ssl/etcd/ssl"
-ENV_FILE = "/etc/etcd.env"
 LOCAL_ENDPOINT = "https://127.0.0.1:2379"
 
 
@@ -72,18 +83,6 @@ def peer_url(ip: str, port: int = 2380) -> str:
     """Kubespray's peer URL for a member address: ``https://IP:2380`` (IPv6 in brackets)."""
     host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
     return f"https://{host}:{port}"
-
-
-def _json(result: ssh.Result, what: str) -> object:
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
-        raise CommandFailed(
-            f"etcdctl {what} did not print JSON",
-            host=result.host, command=result.command, exit_code=result.exited,
-            stderr=result.stderr or result.stdout,
-            fix="check the etcdctl version and the certificate paths",
-        ) from None
 
 
 # -- members ---------------------------------------------------------------------
@@ -225,14 +224,20 @@ def member_add(
     args = ["member", "add", name, f"--peer-urls={peer}"]
     if learner:
         args.append("--learner")
-    deadline = time.monotonic() + retry_for
-    while True:
-        result = ctl.run(*args, check=False)
+    attempt: list[ssh.Result] = []
+
+    def accepted() -> tuple[bool, str]:
         # etcd refuses reconfiguration until every member has been connected for
         # 5 s (strict reconfig check), e.g. right after a member remove: retry.
-        if result.ok or "unhealthy cluster" not in result.stderr or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
+        attempt[:] = [ctl.run(*args, check=False)]
+        result = attempt[0]
+        return result.ok or "unhealthy cluster" not in result.stderr, result.tail("stderr", 1)
+
+    try:
+        wait_for(accepted, timeout=retry_for, interval=1.0, what=f"etcd to accept member add {name}")
+    except WaitTimedOut:
+        pass  # the last refusal is reported below, with etcd's own words
+    result = attempt[0]
     if result.failed:
         raise ssh.failure(result, fix="check `endpoint health --cluster`: every started member must be healthy")
     try:
@@ -245,19 +250,51 @@ def member_add(
 
 
 def member_remove(
-    ctl: Etcdctl, *, member_id: int | str | None = None, name: str | None = None, peer_url: str | None = None
+    ctl: Etcdctl, *, member_id: int | str | None = None, name: str | None = None, peer_url: str | None = None,
+    check: bool = True,
 ) -> Member:
     """Action: remove one member (``etcdctl member remove HEXID``), selected exactly.
 
-    Check the quorum first with :func:`check_removal`. Raises
+    First checks the quorum with :func:`check_removal` against the members'
+    health (``endpoint health --cluster``) and raises PreconditionFailed
+    when the removal would lose quorum, before anything is changed;
+    ``check=False`` skips that check (the library's one opt-out spelling),
+    e.g. to remove a member of a cluster being restored. Raises
     PreconditionFailed if no member or several match, CommandFailed if etcd
     refuses. Returns the removed member. Rollback: :func:`member_add` with
     its name and peer URL, then start it with a fresh data dir and
     ETCD_INITIAL_CLUSTER_STATE=existing.
     """
-    member = find_member(member_list(ctl), member_id=member_id, name=name, peer_url=peer_url)
+    members = member_list(ctl)
+    member = find_member(members, member_id=member_id, name=name, peer_url=peer_url)
+    if check:
+        verdict = removal_verdict(ctl, members, member)
+        if not verdict.ok:
+            raise PreconditionFailed(
+                f"refusing to remove etcd member {_label(member)}: {verdict.message}",
+                host=ctl.conn.name,
+                fix="bring the unhealthy members back first (`etcd.endpoint_health(ctl, cluster=True)`), "
+                    "or pass check=False if you know the cluster must shrink anyway",
+            )
     ctl.run("member", "remove", member.id_hex)
     return member
+
+
+def _label(member: Member) -> str:
+    """A member's name, or its hex id for a member added but never started."""
+    return member.name or member.id_hex
+
+
+def removal_verdict(ctl: Etcdctl, members: Sequence[Member], member: Member) -> QuorumVerdict:
+    """Probe: :func:`check_removal` for ``member`` with the health etcd reports for every member now.
+
+    A member is healthy when one of its client URLs answers ``endpoint health``.
+    Raises CommandFailed when no endpoint answers at all.
+    """
+    health = endpoint_health(ctl, cluster=True)
+    healthy_urls = {_normalise_url(h.endpoint) for h in health if h.healthy}
+    healthy = [_label(m) for m in members if healthy_urls & {_normalise_url(u) for u in m.client_urls}]
+    return check_removal([_label(m) for m in members], healthy, _label(member))
 
 
 # -- health and status -----------------------------------------------------------------
@@ -384,210 +421,6 @@ def endpoint_status(
         raise ssh.failure(result, fix="no etcd endpoint answered: check that etcd runs on the members")
     errors = tuple(line for line in result.stderr.splitlines() if line.strip())
     return StatusReport(tuple(statuses), errors)
-
-
-# -- snapshots -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SnapshotStatus:
-    hash: int
-    revision: int
-    total_keys: int
-    total_size: int
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A verified snapshot: where it was taken and stored, its status and checksums."""
-
-    host: str
-    endpoint: str
-    remote_path: str
-    local_path: str
-    status: SnapshotStatus
-    remote_sha256: str
-    local_sha256: str
-    size: int
-
-
-def snapshot_save(ctl: Etcdctl, remote_path: str, *, endpoint: str | None = None, timeout: float = 300.0) -> ssh.Result:
-    """Action: ``etcdctl snapshot save PATH`` against ONE endpoint (etcd requires one).
-
-    Raises BadParameters for several endpoints, CommandFailed if the save
-    fails. Rollback: delete ``remote_path``.
-    """
-    ep = endpoint or (ctl.endpoints[0] if len(ctl.endpoints) == 1 else None)
-    if not ep or "," in ep:
-        raise BadParameters(
-            f"snapshot save takes exactly one endpoint, got {endpoint or ctl.endpoints}",
-            fix="pass endpoint= the client URL of one healthy member",
-        )
-    result = ctl.run("snapshot", "save", remote_path, endpoints=[ep], timeout=timeout)
-    if ctl.sudo and ctl.conn.needs_sudo:
-        # etcdctl ran as root; let the SSH user download it.
-        ssh.run(ctl.conn, ["chown", ctl.conn.host.user, remote_path], timeout=30, sudo=True)
-    return result
-
-
-def snapshot_status(ctl: Etcdctl, remote_path: str, *, timeout: float = 120.0) -> SnapshotStatus:
-    """Probe: hash, revision, key count and size of a snapshot file on the member.
-
-    Uses ``etcdutl snapshot status`` when installed (etcd 3.5+, required on
-    3.6), else ``etcdctl snapshot status``. Raises CommandFailed for a
-    corrupt or missing file.
-    """
-    has_etcdutl = ssh.run(ctl.conn, ["sh", "-c", "command -v etcdutl"], timeout=30, check=False).ok
-    if has_etcdutl:
-        argv = ["etcdutl", "snapshot", "status", remote_path, "-w", "json"]
-        result = ssh.run(ctl.conn, argv, timeout=timeout, sudo=ctl.sudo)
-    else:
-        result = ssh.run(
-            ctl.conn, ["env", "ETCDCTL_API=3", ctl.etcdctl, "snapshot", "status", remote_path, "-w", "json"],
-            timeout=timeout, sudo=ctl.sudo,
-        )
-    data = _json(result, "snapshot status")
-    assert isinstance(data, dict)
-    return SnapshotStatus(
-        hash=int(data["hash"]), revision=int(data["revision"]),
-        total_keys=int(data["totalKey"]), total_size=int(data["totalSize"]),
-    )
-
-
-def remote_sha256(conn: ssh.BaseConnection, path: str, *, sudo: bool = False, timeout: float = 120.0) -> str:
-    """Probe: ``sha256sum`` of a remote file."""
-    result = ssh.run(conn, ["sha256sum", "--", path], timeout=timeout, sudo=sudo)
-    return result.stdout.split()[0]
-
-
-def local_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def snapshot(
-    ctl: Etcdctl, remote_path: str, local_path: str | os.PathLike, *, endpoint: str | None = None,
-    timeout: float = 300.0,
-) -> Snapshot:
-    """Action: save a snapshot on the member, verify it, download it and compare checksums.
-
-    Raises CommandFailed when saving or verifying fails or the checksums
-    differ (the bad local copy is deleted). Rollback: delete both files.
-    """
-    snapshot_save(ctl, remote_path, endpoint=endpoint, timeout=timeout)
-    status = snapshot_status(ctl, remote_path, timeout=timeout)
-    remote_sum = remote_sha256(ctl.conn, remote_path, sudo=ctl.sudo, timeout=timeout)
-    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
-    ssh.get(ctl.conn, remote_path, local_path, timeout=timeout)
-    local_sum = local_sha256(local_path)
-    if local_sum != remote_sum:
-        Path(local_path).unlink(missing_ok=True)
-        raise CommandFailed(
-            f"downloaded snapshot differs from {remote_path} on {ctl.conn.name}: "
-            f"sha256 {local_sum} here, {remote_sum} there",
-            host=ctl.conn.name,
-            fix="download it again; check disk space on both ends",
-        )
-    return Snapshot(
-        host=ctl.conn.name, endpoint=endpoint or ctl.endpoints[0], remote_path=remote_path,
-        local_path=str(local_path), status=status, remote_sha256=remote_sum, local_sha256=local_sum,
-        size=Path(local_path).stat().st_size,
-    )
-
-
-# -- /etc/etcd.env ----------------------------------------------------------------
-
-_KEY = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:,=@+%-]*$")
-
-
-def _unquote(raw: str) -> str:
-    raw = raw.strip()
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
-        return raw[1:-1]
-    return raw
-
-
-@dataclass(frozen=True)
-class EnvFile:
-    """An environment file as lines (comments and order kept) with KEY=VALUE lookup."""
-
-    lines: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> EnvFile:
-        return cls(tuple(text.splitlines()))
-
-    def as_dict(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for line in self.lines:
-            m = _KEY.match(line)
-            if m and not line.lstrip().startswith("#"):
-                out[m.group(1)] = _unquote(m.group(2))
-        return out
-
-    def __getitem__(self, key: str) -> str:
-        return self.as_dict()[key]
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        return self.as_dict().get(key, default)
-
-    def set(self, key: str, value: str) -> EnvFile:
-        """A copy with ``key`` set (its last assignment replaced, or appended)."""
-        if "\n" in value:
-            raise BadParameters(f"value for {key} contains a newline")
-        rendered = value if _PLAIN.match(value) else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        lines = list(self.lines)
-        for i in range(len(lines) - 1, -1, -1):
-            m = _KEY.match(lines[i])
-            if m and m.group(1) == key and not lines[i].lstrip().startswith("#"):
-                lines[i] = f"{key}={rendered}"
-                break
-        else:
-            lines.append(f"{key}={rendered}")
-        return EnvFile(tuple(lines))
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-@dataclass(frozen=True)
-class EnvChange:
-    host: str
-    path: str
-    key: str
-    old: str | None
-    new: str
-
-    @property
-    def changed(self) -> bool:
-        return self.old != self.new
-
-
-def read_env(conn: ssh.BaseConnection, path: str = ENV_FILE, *, sudo: bool = False, timeout: float = 30.0) -> EnvFile:
-    """Probe: parse /etc/etcd.env (or ``path``). Raises CommandFailed if unreadable."""
-    text = ssh.read_text(conn, path, sudo=sudo, timeout=timeout)
-    return EnvFile.parse(text or "")
-
-
-def set_env(
-    conn: ssh.BaseConnection, key: str, value: str, *, path: str = ENV_FILE, sudo: bool = False,
-    timeout: float = 30.0,
-) -> EnvChange:
-    """Action: set KEY=VALUE in /etc/etcd.env, written atomically; no-op when already set.
-
-    etcd reads the file only when it (re)starts, and ETCD_INITIAL_* only at a
-    member's first start; Kubespray rewrites the file on every run. Raises
-    CommandFailed. Rollback: ``set_env(conn, key, change.old)``.
-    """
-    env = read_env(conn, path, sudo=sudo, timeout=timeout)
-    old = env.get(key)
-    if old != value:
-        ssh.write_text(conn, path, env.set(key, value).text(), sudo=sudo, timeout=timeout)
-    return EnvChange(conn.name, path, key, old, value)
 
 
 # -- quorum arithmetic ------------------------------------------------------------

@@ -104,6 +104,8 @@ def test_remove_by_peer_url_is_exact_never_substring() -> None:
     conn = ssh.MockConnection("node1")
     ctl = ctl_for(conn)
     conn.expect(ctl.argv("member", "list", "-w", "json"), listing)
+    conn.expect(ctl.argv("endpoint", "health", "-w", "json", "--cluster"), json.dumps(
+        [{"endpoint": "https://10.0.0.1:2379", "health": True}, {"endpoint": "https://10.0.0.11:2379", "health": True}]))
     conn.expect(ctl.argv("member", "remove", "22"), "Member 22 removed from cluster 1\n")
     removed = etcd.member_remove(ctl, peer_url="https://10.0.0.11:2380")
     assert removed.name == "etcd11"
@@ -116,7 +118,31 @@ def test_remove_by_peer_url_is_exact_never_substring() -> None:
     with pytest.raises(errors.BadParameters):
         etcd.find_member(members, name="etcd1", member_id=1)
     # only "remove 22" ran: a substring match would also have hit 10.0.0.1
-    assert [c.argv[-1] for c in conn.calls] == ["json", "22"]
+    assert [c.argv[-1] for c in conn.calls] == ["json", "--cluster", "22"]
+
+
+def test_member_remove_refuses_to_lose_quorum_unless_check_is_false() -> None:
+    # node3 is down (real etcdctl output): removing node2 would leave node1 alone with dead node3.
+    conn = ssh.MockConnection("node1")
+    ctl = ctl_for(conn)
+    conn.expect(ctl.argv("member", "list", "-w", "json"), data("member_list.json"))
+    conn.expect(ctl.argv("endpoint", "health", "-w", "json", "--cluster"),
+                ssh.Reply(data("endpoint_health_one_down.json"), data("endpoint_health_one_down.stderr"), 1))
+    with pytest.raises(errors.PreconditionFailed) as info:
+        etcd.member_remove(ctl, name="node2")
+    message = str(info.value)
+    assert "refusing to remove etcd member node2" in message and "below quorum 2" in message
+    assert "check=False" in message
+    assert not any("remove" in c.argv for c in conn.calls)
+
+    # Removing the dead member keeps quorum: allowed.
+    conn.expect(ctl.argv("member", "remove", "5f0584138edc8812"), "Member 5f0584138edc8812 removed\n")
+    assert etcd.member_remove(ctl, name="node3").name == "node3"
+
+    # The opt-out: the caller knows the cluster must shrink anyway.
+    conn.expect(ctl.argv("member", "remove", "a29854aacca35121"), "Member a29854aacca35121 removed\n")
+    assert etcd.member_remove(ctl, name="node2", check=False).name == "node2"
+    assert [c.argv[-1] for c in conn.calls][-1] == "a29854aacca35121"
 
 
 def test_member_add_parses_initial_cluster_and_retries_unhealthy() -> None:
