@@ -21,6 +21,7 @@ import yaml
 
 from runbooks_lib import ssh
 from runbooks_lib.errors import BadParameters, PreconditionFailed, WaitTimedOut
+from runbooks_lib.waits import wait_for
 
 IP_FORWARD_CONF = "/etc/sysctl.d/99-kubernetes-ip-forward.conf"
 RESOLVED_DROPIN = "/etc/systemd/resolved.conf.d/90-upstream-dns.conf"
@@ -319,19 +320,23 @@ def is_active(conn: ssh.BaseConnection, unit: str, *, timeout: float = 30.0) -> 
 
 
 def wait_active(conn: ssh.BaseConnection, unit: str, *, timeout: float = 60.0, interval: float = 1.0) -> str:
-    """Probe: wait until UNIT is active. Raises WaitTimedOut with its state and journal tail."""
+    """Probe: wait until UNIT is active. Raises WaitTimedOut with its last state and journal tail."""
     deadline = time.monotonic() + timeout
-    while True:
-        state = is_active(conn, unit, timeout=max(1.0, min(30.0, deadline - time.monotonic())))
-        if state == "active":
-            return state
-        if time.monotonic() + interval > deadline:
-            tail = journal(conn, unit, lines=15, timeout=30)
-            raise WaitTimedOut(
-                f"{unit} on {conn.name} is {state}, not active, after {timeout:g}s",
-                host=conn.name, stderr=tail, fix=f"read journalctl -u {unit} on {conn.name}",
-            )
-        time.sleep(interval)
+    state = ["unknown"]
+
+    def active() -> tuple[bool, str]:
+        state[0] = is_active(conn, unit, timeout=max(1.0, min(30.0, deadline - time.monotonic())))
+        return state[0] == "active", f"{unit} on {conn.name} is {state[0]}"
+
+    try:
+        wait_for(active, timeout=timeout, interval=interval, what=f"{unit} on {conn.name} to be active")
+    except WaitTimedOut as exc:
+        raise WaitTimedOut(
+            f"{exc.what}; {unit} on {conn.name} is {state[0]}, not active",
+            host=conn.name, stderr=journal(conn, unit, lines=15, timeout=30),
+            fix=f"read journalctl -u {unit} on {conn.name}",
+        ) from None
+    return state[0]
 
 
 def restart(conn: ssh.BaseConnection, unit: str, *, sudo: bool = False, timeout: float = 90.0) -> Change:
