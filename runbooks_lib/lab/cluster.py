@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from runbooks_lib import kubespray
+from runbooks_lib import kubespray, local
 from runbooks_lib.errors import BadParameters, LabError
 from runbooks_lib.lab.config import DEFAULT_BRIDGE, LabConfig
 
@@ -189,8 +188,7 @@ def close_ssh_masters(control_dir: Path | None = None) -> None:
     playbook opens fresh connections.
     """
     for sock in (control_dir or ssh_control_dir()).glob("*"):
-        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab-machine"],
-                       capture_output=True, timeout=10, check=False)
+        local.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab-machine"], timeout=10, check=False)
 
 
 def run_playbook(playbook: str, inventory: Path, *, kubespray_dir: Path = KUBESPRAY_DIR,

@@ -27,17 +27,18 @@ record, editable by hand: dnsmasq picks up changes), ``server.json``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
 import shutil
 import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbooks_lib.errors import BadParameters, LabError, WaitTimedOut, tail
+from runbooks_lib import local
+from runbooks_lib.errors import BadParameters, LabError, WaitTimedOut
+from runbooks_lib.waits import wait_for
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 DEFAULT_TTL = 5
@@ -119,7 +120,7 @@ class DnsServer:
         self.listen = listen or default_listen()
         self.port = port
         self.ttl = ttl
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: local.Background | None = None
 
     # paths
     @property
@@ -211,31 +212,34 @@ class DnsServer:
             "--log-facility=-",
             "--log-queries",
         ]
-        log = open(self.log_file, "ab")
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log.close()
+        proc = local.start(argv, log_path=self.log_file)
         self._proc = proc
-        deadline = time.monotonic() + timeout
-        started = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
+        started: list[str] = []
+
+        def serving() -> tuple[bool, str]:
+            code = proc.poll()
+            if code is not None:
+                self._proc = None
                 raise LabError(
-                    f"dnsmasq exited with code {proc.returncode} while starting on {self.listen}:{self.port}",
+                    f"dnsmasq exited with code {code} while starting on {self.listen}:{self.port}",
                     command=argv,
-                    exit_code=proc.returncode,
-                    stderr=self.log_file.read_bytes()[-4000:],
+                    exit_code=code,
+                    stderr=proc.log_tail(),
                     fix="check that the address is on this host (lab bridge up) and the port is free",
                 )
-            started = started or _proc_start(proc.pid)
-            if started and self._answers():
-                st = ServerState(self.listen, self.port, self.ttl, proc.pid, started)
-                self.state_file.write_text(json.dumps(st.__dict__))
-                return st
-            time.sleep(0.02)
-        self._kill(proc.pid)
-        raise WaitTimedOut(f"dnsmasq on {self.listen}:{self.port} did not answer within {timeout}s", stderr=tail(self.log_file.read_text()))
+            if not started:
+                started.extend(filter(None, [_proc_start(proc.pid)]))
+            return bool(started) and self._answers(), f"dnsmasq on {self.listen}:{self.port} not answering"
+
+        try:
+            wait_for(serving, timeout=timeout, interval=0.02, what=f"dnsmasq to answer on {self.listen}:{self.port}",
+                     fix=f"read {self.log_file}")
+        except WaitTimedOut:
+            self._kill(proc.pid)
+            raise
+        st = ServerState(self.listen, self.port, self.ttl, proc.pid, started[0])
+        self.state_file.write_text(json.dumps(st.__dict__))
+        return st
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server of this state directory (no-op when none runs). Records are kept."""
@@ -245,24 +249,25 @@ class DnsServer:
         self.state_file.unlink(missing_ok=True)
 
     def _kill(self, pid: int, timeout: float = 5.0) -> None:
+        """Stop dnsmasq's process group: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        if self._proc is not None and self._proc.pid == pid:
+            proc, self._proc = self._proc, None
+            proc.stop(timeout)
+            return
+        # Started by another process (the CLI): only its PID and start time are known.
         started = _proc_start(pid)
         if started is None:
             return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _proc_start(pid) == started and time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                try:
-                    self._proc.wait(0.05)
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                time.sleep(0.05)
-        if _proc_start(pid) == started:
-            os.kill(pid, signal.SIGKILL)
-        if self._proc is not None and self._proc.pid == pid:
-            self._proc.wait(timeout)
-            self._proc = None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        try:
+            wait_for(lambda: _proc_start(pid) != started, timeout=timeout, interval=0.05,
+                     what=f"dnsmasq (pid {pid}) to exit")
+        except WaitTimedOut:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            wait_for(lambda: _proc_start(pid) != started, timeout=5.0, interval=0.05,
+                     what=f"dnsmasq (pid {pid}) to exit after SIGKILL")
 
     def _answers(self, name: str = "runbooks-dns-probe.invalid") -> bool:
         import dns.exception
@@ -307,15 +312,12 @@ class DnsServer:
         self._wait_served(name, addrs, timeout)
 
     def _wait_served(self, name: str, ips: tuple[str, ...], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        seen: tuple[str, ...] | None = None
-        while time.monotonic() < deadline:
+        def served() -> tuple[bool, str]:
             seen = self.query(name)
-            if sorted(seen) == sorted(ips):
-                return
-            time.sleep(0.02)
-        raise WaitTimedOut(f"{name} still answers {list(seen or ())} instead of {list(ips)} after {timeout}s",
-                           stderr=tail(self.log_file.read_text()))
+            return sorted(seen) == sorted(ips), f"{name} answers {list(seen)} instead of {list(ips)}"
+
+        wait_for(served, timeout=timeout, interval=0.02, what=f"dnsmasq to serve {name} -> {list(ips)}",
+                 fix=f"read {self.log_file}")
 
     def query(self, name: str, timeout: float = 1.0) -> tuple[str, ...]:
         """Ask the running server for ``name``'s A records (empty when it has none)."""
