@@ -21,9 +21,9 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
 
+from runbooks_lib import local
 from runbooks_lib.errors import RunbookError
 from runbooks_lib.lab.kubeapi.client import ENDPOINTS, SERVICES, KubeClient, Resource
 
@@ -145,13 +145,14 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 endpoints = (await api.list(ENDPOINTS)).get("items", [])
                 text = render(ingresses, services, endpoints, args.ingress_class)
                 if write_if_changed(args.out, text):
-                    proc = subprocess.run(shlex.split(args.reload_command), capture_output=True, text=True,
-                                          timeout=RELOAD_TIMEOUT)
-                    if proc.returncode != 0:
-                        log.error("nginx reload failed (%s): %s", proc.returncode, proc.stderr.strip())
+                    # The whole runbooks_lib package is unpacked on the machine; local needs the stdlib only.
+                    proc = local.run(shlex.split(args.reload_command), timeout=RELOAD_TIMEOUT, check=False)
+                    if proc.failed:
+                        log.error("nginx reload failed (%s): %s", "timed out" if proc.timed_out else proc.exited,
+                                  proc.tail())
                     else:
                         log.info("configuration updated: %d ingresses", len(ingresses))
-            except (RunbookError, subprocess.TimeoutExpired, OSError) as exc:
+            except (RunbookError, OSError) as exc:
                 log.warning("sync failed: %s", exc)
             try:
                 await asyncio.wait_for(stop.wait(), POLL_SECONDS)
