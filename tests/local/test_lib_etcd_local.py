@@ -13,7 +13,6 @@ import ipaddress
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from runbooks_lib import errors, etcd, ssh
+from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.local, pytest.mark.skipif(not shutil.which("etcd"), reason="needs /usr/bin/etcd")]
+pytestmark = pytest.mark.local
 
 MEMBERS = {"node1": "127.0.0.11", "node2": "127.0.0.12", "node3": "127.0.0.13"}
 
@@ -142,17 +142,26 @@ class LocalEtcd:
         )
 
     def wait_healthy(self, conn: ssh.BaseConnection, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
         hosts = list(self.procs)
-        while True:
-            ctl = self.ctl(hosts[0], conn, *(self.client_url(h) for h in hosts))
+        ctl = self.ctl(hosts[0], conn, *(self.client_url(h) for h in hosts))
+
+        def healthy() -> tuple[bool, str]:
             health = etcd.endpoint_health(ctl)
-            if health and all(h.healthy for h in health):
-                return
-            if time.monotonic() > deadline:
-                logs = {h: (self.base / f"{h}.log").read_text()[-2000:] for h in hosts}
-                raise AssertionError(f"local etcd not healthy within {timeout}s: {health}\n{logs}")
-            time.sleep(0.3)
+            unhealthy = [f"{h.endpoint}: {h.error or 'unhealthy'}" for h in health if not h.healthy]
+            return bool(health) and not unhealthy, "; ".join(unhealthy) or "no endpoint answered"
+
+        try:
+            wait_until(healthy, timeout=timeout, interval=0.3, what="the local etcd members to be healthy")
+        except errors.WaitTimedOut as exc:
+            logs = {h: (self.base / f"{h}.log").read_text()[-2000:] for h in hosts}
+            raise AssertionError(f"{exc}\n{logs}") from None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def etcd_installed() -> None:
+    # Like the shared fixture in tests/local/conftest.py: a missing etcd fails, it never skips.
+    if not shutil.which("etcd") or not shutil.which("etcdctl"):
+        pytest.fail("etcd is not installed (apt-get install etcd-server etcd-client)")
 
 
 @pytest.fixture
@@ -209,6 +218,12 @@ def test_dead_member_reported_unhealthy_and_quorum_guard(cluster: LocalEtcd, con
     verdict = etcd.check_removal(names, healthy, "node2")
     assert not verdict.ok and "quorum" in verdict.message
     assert not etcd.check_loss(names, healthy, "node1").ok
+
+    # member_remove holds the same guard against the live health: nothing is removed.
+    with pytest.raises(errors.PreconditionFailed) as info:
+        etcd.member_remove(ctl, name="node2")
+    assert "refusing to remove etcd member node2" in str(info.value) and "quorum" in str(info.value)
+    assert sorted(m.name for m in etcd.member_list(ctl)) == ["node1", "node2", "node3"]
 
 
 def test_remove_and_add_member_with_env_file(cluster: LocalEtcd, conn: ssh.LocalConnection, tmp_path: Path) -> None:
