@@ -166,7 +166,7 @@ def _check_keys(schema: type, values: Mapping[str, Any], prefix: str = "") -> li
         if not isinstance(key, str):
             problems.append(f"{prefix}{key!r}: parameter names must be strings")
         elif secret_like(key):
-            problems.append(f"{prefix}{key}: looks like a secret; parameters are stored in the output notebook. "
+            problems.append(f"{prefix}{key} looks like a secret; parameters are stored in the output notebook. "
                             f"Put the secret in a file only you can read and pass its path as {key}_file")
         elif key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -330,7 +330,7 @@ def check_notebook(notebook: str | Path, schema: type, *, base_dir: str | Path |
     fields = _fields(schema)
     problems = [f"{k}: in the parameters cell but not in {schema.__name__}" for k in cell if k not in fields]
     problems += [f"{k}: in {schema.__name__} but missing from the parameters cell" for k in fields if k not in cell]
-    problems += [f"{k}: looks like a secret; pass a path ({k}_file) instead" for k in cell if secret_like(k)]
+    problems += [f"{k} looks like a secret; pass a path ({k}_file) instead" for k in cell if secret_like(k)]
     defaults = {f.name: f.default for f in dataclasses.fields(schema) if f.default is not dataclasses.MISSING}
     base = Path(base_dir) if base_dir else None
     for key in cell:

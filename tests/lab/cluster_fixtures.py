@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks_lib import kubespray
+from runbooks_lib import kubespray, local
 from runbooks_lib.lab import cluster
 from runbooks_lib.lab.machines import Lab
 
@@ -63,7 +63,7 @@ class LabCluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
 
-    def etcdctl(self, node: str, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def etcdctl(self, node: str, *args: str, check: bool = True, timeout: float = 30) -> local.Result:
         """etcdctl on an etcd member with the TLS settings Kubespray writes into /etc/etcd.env."""
         command = ("set -a; . /etc/etcd.env; set +a; exec etcdctl " + " ".join(args))
         return self.lab.ssh(node, ["bash", "-c", command], timeout=timeout, check=check)

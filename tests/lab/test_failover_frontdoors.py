@@ -25,6 +25,7 @@ from runbooks_lib.frontdoors.keepalived import KeepalivedVip, VrrpNode
 from runbooks_lib.frontdoors.runner import LabRunner
 from runbooks_lib.lab import dns
 from runbooks_lib.lab.machines import Lab
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
@@ -63,10 +64,7 @@ def _ensure_app(lab: Lab, name: str) -> None:
     lab.ssh(name, ["systemd-run", f"--unit={UNIT}-{time.time_ns()}", "--collect", "python3",
                    "/root/runbooks-testapp.py", "--port", str(APP_PORT), "--node", name, "--pod", f"app-{name}"],
             timeout=20)
-    deadline = time.monotonic() + 20
-    while not _answers(ip):
-        assert time.monotonic() < deadline, f"test app on {name} does not answer on port {APP_PORT}"
-        time.sleep(0.1)
+    wait_until(lambda: _answers(ip), 20, f"the test app on {name} to answer on port {APP_PORT}")
 
 
 @pytest.fixture
@@ -190,9 +188,8 @@ def test_haproxy_marks_the_dead_server_down_without_failed_requests(app: Lab, tm
     events = p.EventLog()
     try:
         door.setup()
-        deadline = time.monotonic() + 10
-        while set(door.server_status().values()) != {"UP"} and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: (set(door.server_status().values()) == {"UP"}, str(door.server_status())), 10,
+                   "haproxy to mark every server UP")
         with door.watcher(events, interval=0.05):
             lane = p.direct(host_ip, port=door.port, connect_timeout=2.0, read_timeout=5.0, name="haproxy")
             run = p.start(p.ProbeConfig((lane,), rate=20, duration=8.0, progress=False), events)

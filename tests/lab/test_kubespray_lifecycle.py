@@ -145,7 +145,7 @@ def test_reset_removes_the_cluster_from_every_machine(restored_cluster: LabClust
             state = c.lab.ssh(node, ["systemctl", "is-active", unit], check=False).stdout.strip()
             assert state != "active", (node, unit)
         for path in ("/etc/kubernetes", "/var/lib/etcd", "/etc/ssl/etcd", "/etc/etcd.env"):
-            assert c.lab.ssh(node, ["test", "-e", path], check=False).returncode != 0, (node, path)
+            assert c.lab.ssh(node, ["test", "-e", path], check=False).exited != 0, (node, path)
     # Nothing listens on the API or etcd ports any more: connections are refused, not answered.
     for port in (6443, 2379):
         with pytest.raises(ConnectionRefusedError):

@@ -14,11 +14,11 @@ playbook runs over them.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from tests.lab.cluster_fixtures import LabCluster
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -34,14 +34,12 @@ def _upstreams(c: LabCluster, worker: str) -> set[str]:
 
 
 def _wait_ready(c: LabCluster, node: str, *, server_node: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def ready() -> tuple[bool, str]:
         proc = c.kubectl("get", "node", node, "-o", "json", server_node=server_node, check=False)
-        if proc.returncode == 0 and any(k["type"] == "Ready" and k["status"] == "True"
-                                        for k in json.loads(proc.stdout)["status"]["conditions"]):
-            return
-        assert time.monotonic() < deadline, f"{node} not Ready within {timeout:.0f} s: {proc.stderr[-300:]}"
-        time.sleep(2)
+        return proc.returncode == 0 and any(k["type"] == "Ready" and k["status"] == "True"
+                                            for k in json.loads(proc.stdout)["status"]["conditions"]), proc.stderr[-300:]
+
+    wait_until(ready, timeout, f"{node} to be Ready", 2)
 
 
 @pytest.mark.timeout(1500)  # several playbook runs, one of them waiting out etcd's start timeout
@@ -72,7 +70,7 @@ def test_new_etcd_node_beside_a_dead_member_then_recover_control_plane(restored_
     assert set(run.recap) <= {"localhost", "node5"}
     assert c.lab.ssh("node5", ["systemctl", "is-active", "etcd"], check=False).stdout.strip() != "active"
     for path in ("/var/lib/etcd", "/etc/ssl/etcd", "/etc/etcd.env", "/etc/kubernetes"):
-        assert c.lab.ssh("node5", ["test", "-e", path], check=False).returncode != 0, path
+        assert c.lab.ssh("node5", ["test", "-e", path], check=False).exited != 0, path
     doc = c.inventory()
     doc["all"]["children"]["broken_etcd"] = {"hosts": {"node1": None}}
     doc["all"]["children"]["broken_kube_control_plane"] = {"hosts": {"node1": None}}

@@ -17,12 +17,12 @@ each ends with 3 healthy members and 2 control planes.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import LabCluster
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -37,17 +37,15 @@ def _member_id(member: dict) -> str:
 
 def _remove_dead_member(c: LabCluster, name: str) -> None:
     """etcdctl member remove on node2, retried while etcd elects a new leader (bounded)."""
-    deadline = time.monotonic() + 90
-    while True:
+    def removed() -> tuple[bool, str]:
         dead = [m for m in _members(c, "node2") if m["name"] == name]
         if not dead:
-            return
+            return True, ""
         proc = c.etcdctl("node2", "--command-timeout=10s", "member", "remove", _member_id(dead[0]),
                          check=False, timeout=40)
-        if proc.returncode == 0:
-            return
-        assert time.monotonic() < deadline, f"member remove {name} kept failing: {proc.stderr[-500:]}"
-        time.sleep(3)
+        return proc.exited == 0, f"member remove {name}: {proc.stderr[-500:]}"
+
+    wait_until(removed, 90, f"etcd member {name} to be removed", 3)
 
 
 def _unequal_count_errors(c: LabCluster) -> int:
@@ -62,15 +60,13 @@ def _assert_healthy(c: LabCluster) -> None:
     assert sorted(m["name"] for m in _members(c, "node3")) == ["etcd1", "etcd2", "etcd3"]
     for node in ("node1", "node2"):
         c.kubectl("get", "nodes", server_node=node)
-    deadline = time.monotonic() + 90
-    while True:
+    def node1_ready() -> tuple[bool, str]:
         nodes = json.loads(c.kubectl("get", "nodes", "-o", "json", server_node="node2").stdout)["items"]
         ready = {n["metadata"]["name"] for n in nodes
                  if any(k["type"] == "Ready" and k["status"] == "True" for k in n["status"]["conditions"])}
-        if "node1" in ready:
-            break
-        assert time.monotonic() < deadline, f"node1 not Ready again; Ready: {sorted(ready)}"
-        time.sleep(2)
+        return "node1" in ready, f"Ready: {sorted(ready)}"
+
+    wait_until(node1_ready, 90, "node1 to be Ready again", 2)
     manifest = c.lab.ssh("node1", ["cat", "/etc/kubernetes/manifests/kube-apiserver.yaml"]).stdout
     assert f"--etcd-servers=https://{c.ip('node2')}:2379,https://{c.ip('node3')}:2379,https://{c.ip('node1')}:2379" in manifest
 

@@ -33,7 +33,7 @@ def installed(kubespray_cluster: LabCluster) -> LabCluster:
     def ready() -> tuple[bool, str]:
         health = c.etcdctl("node1", "endpoint", "health", "--cluster", check=False, timeout=20)
         api = c.kubectl("get", "nodes", check=False, timeout=30)
-        return health.returncode == 0 and api.returncode == 0, f"etcd: {health.stderr.strip()[-200:]} " \
+        return health.exited == 0 and api.returncode == 0, f"etcd: {health.stderr.strip()[-200:]} " \
             f"api: {api.stderr.strip()[-200:]}"
 
     runbook.wait_for(ready, timeout=180, interval=3, what="etcd health and the API after restoring the lab",

@@ -21,7 +21,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from runbooks_lib.errors import WaitTimedOut
 from runbooks_lib.lab.kubeapi import pki
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = "/usr/bin/kubectl"
@@ -41,16 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +173,7 @@ class EtcdCluster:
 
         try:
             wait_until(ok, timeout, "etcd members to report healthy", 0.2)
-        except AssertionError:
+        except WaitTimedOut:
             raise AssertionError(f"etcd not healthy within {timeout}s; logs:\n{self.logs()}") from None
 
     def etcdctl(self, *args: str, endpoints: list[str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -298,7 +289,7 @@ class ApiServer:
             if wait_ready:
                 wait_until(lambda: self.get("/readyz")[0] == 200, timeout, "API /readyz")
                 wait_until(lambda: self.get("/api/v1/namespaces/default")[0] == 200, timeout, "default namespace")
-        except AssertionError as exc:
+        except (AssertionError, WaitTimedOut) as exc:
             raise AssertionError(f"{exc}\nAPI server log:\n{self.log_tail()}") from None
 
     def stop(self) -> None:

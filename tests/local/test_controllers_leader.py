@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.waiting import wait_value
+
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
@@ -20,16 +22,6 @@ DEPLOYMENT = {
              "template": {"metadata": {"labels": {"app": "web"}},
                           "spec": {"containers": [{"name": "app", "image": "mopckou/sticky-session:latest"}]}}},
 }
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def identity(server) -> str | None:
@@ -67,9 +59,9 @@ def two_api_servers(etcd_factory, api_server_factory, kube_pki):
 
 def test_one_leader_and_takeover_after_the_leader_dies(two_api_servers):
     a, b = two_api_servers
-    ids = {wait_for(lambda: identity(s), 15, "controllers to start"): s for s in (a, b)}
+    ids = {wait_value(lambda: identity(s), 15, "controllers to start"): s for s in (a, b)}
     assert len(ids) == 2, "each API server runs its own candidate"
-    first = wait_for(lambda: holder(a), 20, "a lease holder")
+    first = wait_value(lambda: holder(a), 20, "a lease holder")
     assert first in ids
     leader, follower = ids[first], next(s for i, s in ids.items() if i != first)
 
@@ -86,13 +78,13 @@ def test_one_leader_and_takeover_after_the_leader_dies(two_api_servers):
     # the leader's controllers work (Deployment -> ReplicaSet)
     code, _ = follower.request("POST", "/apis/apps/v1/namespaces/default/deployments", DEPLOYMENT)
     assert code == 201
-    wait_for(lambda: replicaset_replicas(follower) == [1], 15, "the ReplicaSet of the Deployment")
+    wait_value(lambda: replicaset_replicas(follower) == [1], 15, "the ReplicaSet of the Deployment")
 
     # hard crash of the leader's process: no release, the lease must expire first
     leader.proc.send_signal(signal.SIGKILL)
     leader.proc.wait(timeout=10)
     killed = time.monotonic()
-    second = wait_for(lambda: new_holder(follower, first), LEASE_DURATION + 15, "the follower to take the lease over")
+    second = wait_value(lambda: new_holder(follower, first), LEASE_DURATION + 15, "the follower to take the lease over")
     took = time.monotonic() - killed
     print(f"controller lease taken over {took:.1f}s after the leader was killed")
     assert second in ids and ids[second] is follower
@@ -104,7 +96,7 @@ def test_one_leader_and_takeover_after_the_leader_dies(two_api_servers):
     code, _ = follower.request("PATCH", "/apis/apps/v1/namespaces/default/deployments/web",
                                {"spec": {"replicas": 2}}, content_type="application/merge-patch+json")
     assert code == 200
-    wait_for(lambda: replicaset_replicas(follower) == [2], 15, "the new leader to scale the ReplicaSet")
+    wait_value(lambda: replicaset_replicas(follower) == [2], 15, "the new leader to scale the ReplicaSet")
 
 
 def test_a_cleanly_stopped_leader_hands_over_at_once(etcd_factory, api_server_factory, kube_pki):
@@ -112,13 +104,13 @@ def test_a_cleanly_stopped_leader_hands_over_at_once(etcd_factory, api_server_fa
     flags = [f"--controllers-ca-key={kube_pki.ca_key}", "--node-monitor-grace-period=4s"]
     servers = [api_server_factory(etcd_servers=etcd.etcd_servers, extra_args=flags) for _ in range(2)]
     try:
-        ids = {wait_for(lambda: identity(s), 15, "controllers to start"): s for s in servers}
-        first = wait_for(lambda: holder(servers[0]), 20, "a lease holder")
+        ids = {wait_value(lambda: identity(s), 15, "controllers to start"): s for s in servers}
+        first = wait_value(lambda: holder(servers[0]), 20, "a lease holder")
         leader = ids[first]
         follower = next(s for s in servers if s is not leader)
         leader.stop()  # SIGTERM: the lease is released
         stopped = time.monotonic()
-        wait_for(lambda: new_holder(follower, first), 10, "the follower to lead")
+        wait_value(lambda: new_holder(follower, first), 10, "the follower to lead")
         assert time.monotonic() - stopped < 8, "a released lease is taken over without waiting for expiry"
     finally:
         for s in servers:

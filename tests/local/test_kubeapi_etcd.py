@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.waiting import wait_until
+
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
 
@@ -68,11 +70,8 @@ def test_quorum_loss_and_recovery(etcd3, api_server_factory):
     etcd3.members[0].start()
     etcd3.members[1].start()
     etcd3.wait_healthy(30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.get("/readyz")[0] != 200:
-        time.sleep(0.3)
-    assert server.get("/readyz")[0] == 200
-    print(f"ready again {time.monotonic() - deadline + 30:.2f}s after etcd reported healthy")
+    waited = wait_until(lambda: server.get("/readyz")[0] == 200, 30, "the API server to be ready again", 0.3)
+    print(f"ready again {waited.elapsed:.2f}s after etcd reported healthy")
     names = _names(server, ns)
     assert names >= {f"cm-{i}" for i in range(20)} | {"during-one-down"}
     code, _ = server.request("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "after"}})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until, wait_value
 
 pytestmark = pytest.mark.local
 
@@ -298,13 +299,12 @@ def test_owner_garbage_collection(api_server, objects):
 
     code, _ = api_server.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/replicasets/rs")
     assert code == 200
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def pods_left() -> tuple[bool, str]:
         code, body = api_server.get(f"/api/v1/namespaces/{ns}/pods")
-        if code == 200 and not body["items"]:
-            break
-        time.sleep(0.2)
-    assert body["items"] == [], "dependent pods were not garbage collected"
+        names = [p["metadata"]["name"] for p in body.get("items", [])] if code == 200 else []
+        return code == 200 and not names, f"HTTP {code}, pods {names}"
+
+    wait_until(pods_left, 15, "the dependent pods to be garbage collected", 0.2)
 
     code, _ = api_server.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/owner2?propagationPolicy=Orphan")
     assert code == 200
@@ -327,23 +327,20 @@ def test_controllers_start_in_process_with_their_own_certificate(api_server_fact
     """--controllers-ca-key: the server issues the controllers' client cert; they elect a leader and act."""
     server = api_server_factory(extra_args=["--controllers", f"--controllers-ca-key={kube_pki.ca_key}",
                                             "--node-monitor-grace-period=5s"])
-    deadline = time.monotonic() + 30
-    lease = None
-    while time.monotonic() < deadline:
-        code, lease = server.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager")
-        if code == 200:
-            break
-        time.sleep(0.3)
+
+    def found(path: str, non_empty: bool = False) -> dict | None:
+        code, body = server.get(path)
+        return body if code == 200 and (body.get("items") or not non_empty) else None
+
+    lease = wait_value(lambda: found("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"),
+                       30, "the controllers' lease", 0.3)
     assert lease and lease["spec"]["holderIdentity"], server.log_tail()
     template = {"metadata": {"labels": {"app": "c"}}, "spec": {"containers": [{"name": "c", "image": "lab/testapp:1"}]}}
     code, _ = server.request("POST", "/apis/apps/v1/namespaces/default/deployments", {
         "metadata": {"name": "c"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "c"}}, "template": template}})
     assert code == 201
-    while time.monotonic() < deadline:
-        code, rs = server.get("/apis/apps/v1/namespaces/default/replicasets")
-        if code == 200 and rs["items"]:
-            break
-        time.sleep(0.3)
+    rs = wait_value(lambda: found("/apis/apps/v1/namespaces/default/replicasets", non_empty=True), 30,
+                    "the Deployment's ReplicaSet", 0.3)
     assert rs["items"] and rs["items"][0]["spec"]["replicas"] == 2, server.log_tail()
     assert "controllers started as" in server.log_path.read_text()
 

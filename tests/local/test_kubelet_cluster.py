@@ -26,7 +26,9 @@ import yaml
 from kubernetes import config as k8s_config
 from kubernetes.client import CoreV1Api
 
+from runbooks_lib.errors import WaitTimedOut
 from runbooks_lib.lab.kubeapi import pki
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -40,15 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 class Kubelet:
@@ -172,7 +165,7 @@ def cluster(etcd_factory, api_server_factory, kube_pki, tmp_path_factory):
 def _wait(cluster: Cluster, predicate, timeout: float, what: str) -> None:
     try:
         wait_until(predicate, timeout, what, 0.2)
-    except AssertionError as exc:
+    except WaitTimedOut as exc:
         logs = "\n".join(f"--- {n}\n{k.log_tail(15)}" for n, k in cluster.kubelets.items())
         raise AssertionError(f"{exc}\nAPI server log:\n{cluster.api.log_tail(20)}\n{logs}") from None
 

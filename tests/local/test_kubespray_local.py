@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib import errors, kubespray
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.local
 
@@ -141,10 +142,7 @@ def test_timeout_kills_the_playbook_and_names_the_task(checkout: kubespray.Check
     assert "last task shown: [etcd : Configure | Check if etcd cluster is healthy]" in message
     assert elapsed < 20 + 12  # timeout plus the kill grace periods, not the 120 s sleep
     pid = int(pid_file.read_text().split()[0])
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(pid), "the task's sleep survived the timeout"
+    wait_until(lambda: not _alive(pid), 5, f"the task's sleep (pid {pid}) to die with the playbook's group")
     assert "timed out, process group killed" in (tmp_path / "hang.log").read_text()
 
 

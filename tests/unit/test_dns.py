@@ -8,13 +8,13 @@ import http.server
 import json
 import socket
 import threading
-import time
 
 import pytest
 
 from runbooks_lib import probe as p
 from runbooks_lib.errors import BadParameters
 from runbooks_lib.lab import dns
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,10 +77,8 @@ def test_hand_edited_records_file_is_picked_up(server):
     tmp = server.state_dir / "edit.tmp"
     tmp.write_text(f"10.0.0.5 {NAME}\n")
     tmp.replace(server.records_file)
-    deadline = time.monotonic() + 5
-    while server.query(NAME) != ("10.0.0.5",) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.query(NAME) == ("10.0.0.5",)
+    wait_until(lambda: (server.query(NAME) == ("10.0.0.5",), f"{NAME} answers {server.query(NAME)}"), 5,
+               "dnsmasq to pick up the hand-edited records file", 0.05)
 
 
 def test_start_is_idempotent_and_stop_twice_is_fine(server):

@@ -84,7 +84,7 @@ def test_secrets_are_refused_with_a_path_hint() -> None:
     for key in ("ssh_password", "api_token", "client_secret", "become_passwd"):
         with pytest.raises(errors.BadParameters) as info:
             params.validate(ReplaceParams, {key: "x"})
-        assert f"{key}: looks like a secret" in str(info.value)
+        assert f"{key} looks like a secret" in str(info.value)
         assert f"{key}_file" in str(info.value)
     assert not params.secret_like("token_file") and not params.secret_like("vault_password_file")
 
@@ -185,7 +185,7 @@ def test_notebook_drift_is_reported(tmp_path: Path) -> None:
     assert "node: in ReplaceParams but missing from the parameters cell" in message
     assert "retries: default 5 in the notebook, 3 in ReplaceParams" in message
     assert "default of mode: 'maybe' is not allowed" in message
-    assert "api_token: looks like a secret" in message
+    assert "api_token looks like a secret" in message
 
 
 def test_notebook_parameters_cell_rules(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib import errors, ssh
+from tests.waiting import wait_until
 
 
 def test_result_properties_and_tail() -> None:
@@ -165,16 +166,8 @@ def test_local_connection_timeout_ends_the_whole_process_group(tmp_path: Path) -
         ssh.run(ssh.LocalConnection(), ["sh", "-c", script], timeout=1)
     assert time.monotonic() - start < 8  # not held up by the child keeping the output pipe open
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(child, 9)
-        pytest.fail("the background child of the timed-out command survived")
+    wait_until(lambda: not Path(f"/proc/{child}").exists(), 5,
+               f"the background child {child} of the timed-out command to die", 0.05)
 
 
 def test_local_connection_env_cwd_and_not_executable(tmp_path: Path) -> None:
