@@ -128,7 +128,7 @@ class HaproxyFrontDoor:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "haproxy.cfg"
         cfg.write_text(self.config())
-        check = local.run([HAPROXY, "-c", "-q", "-f", str(cfg)], timeout=30, check=False)
+        check = local.run([HAPROXY, "-c", "-f", str(cfg)], timeout=30, check=False)
         if check.failed:
             raise CommandFailed("haproxy rejected its configuration", command=[HAPROXY, "-c", "-f", str(cfg)],
                                 exit_code=check.exited, stderr=check.stderr + check.stdout,

@@ -16,7 +16,7 @@ import pytest
 
 from runbooks_lib import analysis, local
 from runbooks_lib import probe as p
-from runbooks_lib.errors import CommandFailed, HostUnreachable, PreconditionFailed
+from runbooks_lib.errors import CommandFailed, HostUnreachable, LabError, PreconditionFailed
 from runbooks_lib.frontdoors import keepalived
 from runbooks_lib.frontdoors.dnsrr import DnsRoundRobin
 from runbooks_lib.frontdoors.haproxy import HaproxyFrontDoor
@@ -303,3 +303,11 @@ def test_haproxy_marks_a_silent_server_down_without_failed_requests(ns_node, loc
     hit = df[(df["intended"] >= fault) & (df["latency"] > 0.25)]
     assert 1 <= len(hit) and (hit["latency"] < 1.0).all()
     assert not any(p.is_dir() for p in [door.workdir] if p is not None)
+
+
+def test_haproxy_errors_are_product_errors_not_lab_errors(tmp_path):
+    door = HaproxyFrontDoor("127.0.0.1", _free_port(), {"node1": "127.0.0.1:99999"}, workdir=tmp_path)
+    with pytest.raises(CommandFailed, match="haproxy rejected its configuration") as info:
+        door.setup()
+    assert not isinstance(info.value, LabError)
+    assert "99999" in str(info.value)  # haproxy's own complaint is in the message
