@@ -116,14 +116,14 @@ def resource_version(value: str | None) -> int | None:
 class FieldError:
     """One validation error, formatted as apimachinery's field.Error."""
 
-    kind: str  # Forbidden, Required, Invalid, Unsupported value, Too long
+    kind: str  # Go's ErrorType text: Forbidden, Required value, Invalid value, Unsupported value, Too long
     field: str
     detail: str = ""
     value: str | None = None  # already in Go's %q / %v form
 
     @property
     def cause(self) -> str:
-        return {"Forbidden": "FieldValueForbidden", "Required": "FieldValueRequired", "Invalid value": "FieldValueInvalid",
+        return {"Forbidden": "FieldValueForbidden", "Required value": "FieldValueRequired", "Invalid value": "FieldValueInvalid",
                 "Unsupported value": "FieldValueNotSupported", "Too long": "FieldValueTooLong"}[self.kind]
 
     def body(self) -> str:
@@ -285,7 +285,7 @@ def write_options(query: Query, kind: str, apply_patch: bool = False) -> WriteOp
         if not apply_patch and opts.force is not None:
             errors.append(FieldError("Forbidden", "force", "may not be specified for non-apply patch"))
         if apply_patch and not opts.field_manager:
-            errors.append(FieldError("Required", "fieldManager", "is required for apply patch"))
+            errors.append(FieldError("Required value", "fieldManager", "is required for apply patch"))
     errors += _field_manager(opts.field_manager)
     errors += _dry_run(dry)
     if opts.field_validation not in ("", "Ignore", "Strict", "Warn"):
