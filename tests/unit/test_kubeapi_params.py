@@ -183,6 +183,10 @@ def test_watch_true_capitalised_streams_events_and_watch_list_is_422() -> None:
         assert code == 400 and doc["message"].startswith("invalid continue token")
         code, doc = await call(c, "GET", "/api/v1/namespaces/default/configmaps/a?resourceVersion=x")
         assert code == 500
+        resp = await c.get("/api/v1/namespaces/default/configmaps/a?pretty=True")
+        assert (await resp.text()).startswith('{\n  "')
+        resp = await c.get("/api/v1/namespaces/default/configmaps/a?pretty=false")
+        assert (await resp.text()).startswith('{"')
 
     run(t)
 

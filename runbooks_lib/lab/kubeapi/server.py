@@ -85,6 +85,8 @@ async def middleware(request: web.Request, handler: Callable[[web.Request], Awai
     except Exception as exc:  # noqa: BLE001 - the API answers every failure with a Status
         log.exception("internal error on %s %s", request.method, request.path_qs)
         resp = _status_response(status.internal(f"{type(exc).__name__}: {exc}"))
+    if params.flag(request.query, "pretty") and isinstance(resp, web.Response) and resp.content_type == "application/json":
+        resp.text = json.dumps(json.loads(resp.text), indent=2) + "\n"  # as kube-apiserver indents with ?pretty
     log.debug("%s %s %s user=%s %.0fms", request.method, request.path_qs, getattr(resp, "status", "?"),
               user[0] if user else "-", (time.monotonic() - started) * 1000)
     return resp
