@@ -31,7 +31,6 @@ from typing import Any, Protocol
 
 from .status import ApiError
 
-INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 MIN_REQUEST_TIMEOUT = 1800  # kube-apiserver --min-request-timeout default (seconds)
