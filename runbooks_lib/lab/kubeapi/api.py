@@ -1,4 +1,4 @@
-"""The generic REST semantics of the API stand-in: create, get, list, update, patch, delete, watch.
+"""The generic REST semantics of the API stand-in: create, get, list, update, patch, delete.
 
 Objects are stored without ``metadata.resourceVersion``; it is set on every
 read from the store's mod revision. Writes are compare-and-swap on that
@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from . import objects, status
@@ -26,7 +26,7 @@ from .resources import Resource, by_kind
 from .resources import get as resource
 from .selectors import Requirement, matches
 from .status import ApiError
-from .storage import Compacted, Item, Store
+from .storage import Item, Store
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ class Api:
         grace = options.get("gracePeriodSeconds")
         if grace is None:
             grace = spec.get("terminationGracePeriodSeconds", 30)
-        return max(int(grace), 0)
+        return 1 if int(grace) < 0 else int(grace)  # kube-apiserver treats a negative grace period as 1 s
 
     async def delete(self, res: Resource, namespace: str | None, name: str, options: dict | None = None,
                      dry_run: bool = False) -> dict:
@@ -490,58 +490,6 @@ class Api:
                 if exc.code != 404:
                     raise
         return self.list_object(res, deleted, rev)
-
-    # -- watch --------------------------------------------------------------------------------------------
-
-    async def watch(self, res: Resource, namespace: str | None, resource_version: str | None,
-                    labels: list[Requirement] | None = None,
-                    fields: Callable[[dict], bool] | None = None) -> AsyncIterator[tuple[str, dict]]:
-        """Yield (ADDED|MODIFIED|DELETED, object) after ``resource_version``.
-
-        Without a resourceVersion (or "0") the current objects come first as
-        ADDED. Objects entering or leaving the selection are ADDED/DELETED.
-        Raises ApiError 410 when the revision was compacted.
-        """
-
-        def selected(obj: dict | None) -> bool:
-            if obj is None:
-                return False
-            if labels and not matches(labels, _meta(obj).get("labels")):
-                return False
-            return not (fields and not fields(obj))
-
-        if not resource_version or resource_version == "0":
-            items, rev = await self.list(res, namespace, labels, fields)
-            for obj in items:
-                yield "ADDED", obj
-            start = rev + 1
-        else:
-            try:
-                start = int(resource_version) + 1
-            except ValueError:
-                raise status.bad_request(f"invalid resource version: {resource_version!r}") from None
-        prefix = res.prefix(namespace)
-        try:
-            async for ev in self.store.watch(prefix, start):
-                cur = copy.deepcopy(ev.value) if ev.value is not None else None
-                prev = copy.deepcopy(ev.prev) if ev.prev is not None else None
-                rv = str(ev.revision)
-                if ev.type == "DELETE":
-                    if selected(prev):
-                        _meta(prev)["resourceVersion"] = rv
-                        yield "DELETED", prev
-                    continue
-                assert cur is not None
-                _meta(cur)["resourceVersion"] = rv
-                now_in, was_in = selected(cur), selected(prev)
-                if now_in and was_in:
-                    yield "MODIFIED", cur
-                elif now_in:
-                    yield "ADDED", cur
-                elif was_in:
-                    yield "DELETED", cur
-        except Compacted as exc:
-            raise status.gone(exc.what) from None
 
     # -- helpers used by subresources -------------------------------------------------------------------
 

@@ -20,7 +20,13 @@ GIT_VERSION = "v1.30.6"
 
 
 def version() -> dict:
-    """The /version document: v1.30.x so /usr/bin/kubectl runs kubectl 1.30."""
+    """The /version document: v1.30.x.
+
+    The server answers as kube-apiserver 1.30 with default feature gates where a
+    client can tell: watch lists are refused (WatchList is off in 1.30, see
+    :data:`.params.WATCH_LIST_ENABLED`). A kubectl dispatcher that runs the
+    bundled minor matching the server runs kubectl 1.30.
+    """
     machine = platform.machine().lower()
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
     return {

@@ -106,15 +106,21 @@ async def pdb_status(api: Api, pdb: dict, pods: list[dict] | None = None) -> dic
     return st
 
 
-async def evict(api: Api, namespace: str, name: str, body: dict) -> dict:
-    """POST pods/NAME/eviction: 201 Success, 429 when a PDB forbids it, 404 if the pod is gone."""
+async def evict(api: Api, namespace: str, name: str, body: dict, dry_run: bool = False) -> dict:
+    """POST pods/NAME/eviction: 201 Success, 429 when a PDB forbids it, 404 if the pod is gone.
+
+    A dry run (``dryRun=All`` in the query or in the body's deleteOptions, as
+    ``kubectl drain --dry-run=server`` sends it) checks the budget and changes nothing.
+    """
     options = (body or {}).get("deleteOptions") or {}
+    dry_run = dry_run or bool(options.get("dryRun"))
     for attempt in range(RETRIES):
         pod_item = await api.get_item(PODS, namespace, name)
         pod = pod_item.value
         phase = (pod.get("status") or {}).get("phase")
         if _meta(pod).get("deletionTimestamp") or phase in ("Succeeded", "Failed", "Pending"):
-            await api.delete(PODS, namespace, name, options)
+            if not dry_run:
+                await api.delete(PODS, namespace, name, options)
             return _success()
         pdb_items, _ = await api.store.list(PDBS.prefix(namespace))
         matching = []
@@ -123,7 +129,8 @@ async def evict(api: Api, namespace: str, name: str, body: dict) -> dict:
             if sel and matches(sel, _meta(pod).get("labels")):
                 matching.append(item)
         if not matching:
-            await api.delete(PODS, namespace, name, options)
+            if not dry_run:
+                await api.delete(PODS, namespace, name, options)
             return _success()
         if len(matching) > 1:
             raise status.internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")
@@ -147,6 +154,8 @@ async def evict(api: Api, namespace: str, name: str, body: dict) -> dict:
                 "reason": "DisruptionBudget",
                 "message": f"The disruption budget {_meta(pdb)['name']} needs {desired} healthy pods and has {healthy} currently",
             }]})
+        if dry_run:
+            return _success()
         new_pdb = copy.deepcopy(pdb)
         st = await pdb_status(api, pdb, pods)
         if evicted_healthy:

@@ -23,20 +23,18 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from . import discovery, status, subresources, tables
+from . import discovery, params, status, subresources, tables, watch
 from .api import Api
 from .eviction import evict
 from .patch import PATCH_TYPES
 from .resources import Resource, lookup
-from .selectors import SelectorError, field_matcher, parse_field_selector, parse_label_selector
+from .selectors import Requirement, SelectorError, field_matcher, parse_field_selector, parse_label_selector
 from .status import ApiError
 from .storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
-MAX_WATCH_SECONDS = 1800
-BOOKMARK_INTERVAL = 30.0
 API_KEY = web.AppKey("api", Api)
 ADDRESS_KEY = web.AppKey("advertise", str)
 AUTH_KEY = web.AppKey("client_cert_required", bool)
@@ -87,6 +85,8 @@ async def middleware(request: web.Request, handler: Callable[[web.Request], Awai
     except Exception as exc:  # noqa: BLE001 - the API answers every failure with a Status
         log.exception("internal error on %s %s", request.method, request.path_qs)
         resp = _status_response(status.internal(f"{type(exc).__name__}: {exc}"))
+    if params.flag(request.query, "pretty") and isinstance(resp, web.Response) and resp.content_type == "application/json":
+        resp.text = json.dumps(json.loads(resp.text), indent=2) + "\n"  # as kube-apiserver indents with ?pretty
     log.debug("%s %s %s user=%s %.0fms", request.method, request.path_qs, getattr(resp, "status", "?"),
               user[0] if user else "-", (time.monotonic() - started) * 1000)
     return resp
@@ -193,9 +193,16 @@ async def _body(request: web.Request, allow_yaml: bool = False) -> Any:
         raise status.bad_request(f"the body of the request could not be decoded: {exc}") from None
 
 
-def _selectors(request: web.Request, res: Resource) -> tuple[list | None, Callable[[dict], bool] | None]:
-    labels = parse_label_selector(request.query.get("labelSelector"))
-    fields = parse_field_selector(request.query.get("fieldSelector"), res.field_selectors)
+def _selectors(opts: params.ListOptions, res: Resource,
+               name: str | None = None) -> tuple[list | None, Callable[[dict], bool] | None]:
+    """Label and field selectors; a request for one object selects metadata.name (a watch of one object)."""
+    labels = parse_label_selector(opts.label_selector)
+    fields = parse_field_selector(opts.field_selector, res.field_selectors)
+    if name is not None:
+        named = [f for f in fields if f.key == "metadata.name"]
+        if fields and not (len(named) == 1 and named[0].op == "=" and named[0].values[0] == name):
+            raise status.bad_request("fieldSelector metadata.name doesn't match requested name")
+        fields = fields or [Requirement("metadata.name", "=", (name,))]
     return labels or None, field_matcher(fields) if fields else None
 
 
@@ -222,17 +229,6 @@ def _render_list(request: web.Request, res: Resource, items: list[dict], rev: in
     return json_response(api.list_object(res, items, rev))
 
 
-def _delete_options(request: web.Request, body: Any) -> dict:
-    options = dict(body) if isinstance(body, dict) else {}
-    if "gracePeriodSeconds" in request.query:
-        options["gracePeriodSeconds"] = int(request.query["gracePeriodSeconds"])
-    if "propagationPolicy" in request.query:
-        options["propagationPolicy"] = request.query["propagationPolicy"]
-    if "orphanDependents" in request.query:
-        options["orphanDependents"] = request.query["orphanDependents"] == "true"
-    return options
-
-
 async def h_resource(request: web.Request) -> web.StreamResponse:
     api = request.app[API_KEY]
     group, version, rest = _parse_path(request)
@@ -241,67 +237,90 @@ async def h_resource(request: web.Request) -> web.StreamResponse:
         if doc is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return json_response(doc)
-    res, ns, name, sub = _route(group, version, rest)
+    force_watch = rest[0] == "watch"  # the deprecated /watch/ paths
+    res, ns, name, sub = _route(group, version, rest[1:] if force_watch else rest)
     method = request.method
-    dry_run = bool(request.query.get("dryRun"))
+    query = request.query
     if sub is not None and sub not in res.subresources:
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    if force_watch and (method != "GET" or sub is not None):
+        raise status.method_not_allowed()
 
+    if method == "GET" and sub is None and (name is None or force_watch or params.flag(query, "watch")):
+        return await _list_or_watch(request, api, res, ns, name, force_watch)
     if name is None:
-        if method == "GET":
-            labels, fields = _selectors(request, res)
-            if request.query.get("watch") in ("true", "1"):
-                return await _watch(request, api, res, ns, labels, fields)
-            items, rev = await api.list(res, ns, labels, fields)
-            return _render_list(request, res, items, rev)
         if method == "POST":
-            obj = await api.create(res, ns, await _body(request), dry_run)
-            if res.kind == "PodDisruptionBudget" and not dry_run:
+            opts = params.write_options(query, "CreateOptions")
+            obj = await api.create(res, ns, await _body(request), opts.dry_run)
+            if res.kind == "PodDisruptionBudget" and not opts.dry_run:
                 obj = await _refresh_pdb(api, obj)
             return _render(request, res, obj, 201)
         if method == "DELETE":
-            labels, fields = _selectors(request, res)
-            return json_response(await api.delete_collection(res, ns, labels, fields,
-                                                             _delete_options(request, await _body(request)), dry_run))
+            list_opts = params.list_options(query)
+            labels, fields = _selectors(list_opts, res)
+            options, dry_run = params.delete_options(query, await _body(request))
+            return json_response(await api.delete_collection(res, ns, labels, fields, options, dry_run))
         raise status.method_not_allowed()
 
     if sub is None:
         if method == "GET":
+            params.resource_version(query.get("resourceVersion"))
             return _render(request, res, await api.get(res, ns, name))
         if method == "PUT":
-            return _render(request, res, await api.update(res, ns, name, await _body(request), None, dry_run))
+            opts = params.write_options(query, "UpdateOptions")
+            return _render(request, res, await api.update(res, ns, name, await _body(request), None, opts.dry_run))
         if method == "PATCH":
-            return _render(request, res, await _patch(request, api, res, ns, name, None, dry_run))
+            return _render(request, res, await _patch(request, api, res, ns, name, None))
         if method == "DELETE":
-            return _render(request, res, await api.delete(res, ns, name, _delete_options(request, await _body(request)), dry_run))
+            options, dry_run = params.delete_options(query, await _body(request))
+            return _render(request, res, await api.delete(res, ns, name, options, dry_run))
         raise status.method_not_allowed()
 
     if sub == "status":
         if method == "GET":
+            params.resource_version(query.get("resourceVersion"))
             return _render(request, res, await api.get(res, ns, name))
         if method == "PUT":
-            return _render(request, res, await api.update(res, ns, name, await _body(request), "status", dry_run))
+            opts = params.write_options(query, "UpdateOptions")
+            return _render(request, res, await api.update(res, ns, name, await _body(request), "status", opts.dry_run))
         if method == "PATCH":
-            return _render(request, res, await _patch(request, api, res, ns, name, "status", dry_run))
+            return _render(request, res, await _patch(request, api, res, ns, name, "status"))
     elif sub == "scale":
         if method == "GET":
             return json_response(subresources.scale_of(await api.get(res, ns, name)))
         if method in ("PUT", "PATCH"):
             kind = None if method == "PUT" else _patch_kind(request)
+            params.write_options(query, "UpdateOptions" if method == "PUT" else "PatchOptions", kind == "apply")
             return json_response(await subresources.update_scale(api, res, ns or "", name, kind, await _body(request)))
     elif sub == "eviction" and method == "POST":
-        body = await _body(request)
-        return json_response(await evict(api, ns or "", name, body), 201)
+        opts = params.write_options(query, "CreateOptions")
+        return json_response(await evict(api, ns or "", name, await _body(request), opts.dry_run), 201)
     elif sub == "binding" and method == "POST":
+        params.write_options(query, "CreateOptions")
         return json_response(await subresources.bind(api, ns or "", name, await _body(request)), 201)
     elif sub == "log":
         if method == "GET":
             return await _get_log(request, api, ns or "", name)
         if method == "PUT":
-            pod, container = await subresources.pick_container(api, ns or "", name, request.query.get("container"))
+            pod, container = await subresources.pick_container(api, ns or "", name, query.get("container"))
             await subresources.store_log(api, ns or "", name, container, (await request.read()).decode("utf-8", "replace"))
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200})
     raise status.method_not_allowed()
+
+
+async def _list_or_watch(request: web.Request, api: Api, res: Resource, ns: str | None, name: str | None,
+                         force_watch: bool) -> web.StreamResponse:
+    """GET on a collection (list or watch), or a watch of one object (?watch on its path, or /watch/)."""
+    opts = params.list_options(request.query, force_watch)
+    start = params.resource_version(opts.resource_version)
+    labels, fields = _selectors(opts, res, name)
+    if opts.watch:
+        return await watch.serve(request, api, res, ns, opts, start, labels, fields, _accept(request) == "Table")
+    if opts.continue_token:
+        # Lists are never split (limit is ignored, as the API allows), so no token can be continued.
+        raise status.bad_request("invalid continue token: continue key is not valid: this server never splits lists")
+    items, rev = await api.list(res, ns, labels, fields)
+    return _render_list(request, res, items, rev)
 
 
 def _patch_kind(request: web.Request) -> str:
@@ -312,9 +331,9 @@ def _patch_kind(request: web.Request) -> str:
     return kind
 
 
-async def _patch(request: web.Request, api: Api, res: Resource, ns: str | None, name: str, sub: str | None,
-                 dry_run: bool) -> dict:
+async def _patch(request: web.Request, api: Api, res: Resource, ns: str | None, name: str, sub: str | None) -> dict:
     kind = _patch_kind(request)
+    dry_run = params.write_options(request.query, "PatchOptions", kind == "apply").dry_run
     body = await _body(request, allow_yaml=kind == "apply")
     obj = await api.patch(res, ns, name, kind, body, sub, dry_run)
     if res.kind == "PodDisruptionBudget" and sub is None and not dry_run:
@@ -336,22 +355,20 @@ async def _refresh_pdb(api: Api, pdb: dict) -> dict:
 
 
 async def _get_log(request: web.Request, api: Api, ns: str, name: str) -> web.StreamResponse:
-    pod, container = await subresources.pick_container(api, ns, name, request.query.get("container"))
-    tail_lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
-    limit = int(request.query["limitBytes"]) if "limitBytes" in request.query else None
-    follow = request.query.get("follow") in ("true", "1")
+    opts = params.log_options(request.query, name)
+    pod, container = await subresources.pick_container(api, ns, name, opts.container)
     text = await subresources.stored_log(api, ns, name, container)
     if text is not None:
-        return web.Response(text=subresources.tail(text, tail_lines, limit), content_type="text/plain")
+        return web.Response(text=subresources.tail(text, opts.tail_lines, opts.limit_bytes), content_type="text/plain")
     endpoint = await subresources.kubelet_endpoint(api, pod)
     if endpoint is None:
         return web.Response(text="", content_type="text/plain")
     ip, port = endpoint
-    params = {k: request.query[k] for k in ("tailLines", "follow", "previous", "timestamps", "limitBytes", "sinceSeconds")
-              if k in request.query}
+    upstream_query = opts.kubelet_query()
     host = f"[{ip}]" if ":" in ip else ip
-    url = f"http://{host}:{port}/containerLogs/{ns}/{name}/{container}" + ("?" + urlencode(params) if params else "")
-    timeout = aiohttp.ClientTimeout(total=None if follow else 30, sock_connect=5)
+    url = (f"http://{host}:{port}/containerLogs/{ns}/{name}/{container}"
+           + ("?" + urlencode(upstream_query) if upstream_query else ""))
+    timeout = aiohttp.ClientTimeout(total=None if opts.follow else 30, sock_connect=5)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as upstream:
             if upstream.status >= 400:
@@ -368,75 +385,6 @@ async def _get_log(request: web.Request, api: Api, ns: str, name: str) -> web.St
             return resp
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise status.internal(f'Get "{url}": {type(exc).__name__}: {exc}') from None
-
-
-# -- watch -----------------------------------------------------------------------------------------------
-
-
-async def _watch(request: web.Request, api: Api, res: Resource, ns: str | None, labels: list | None,
-                 fields: Callable[[dict], bool] | None) -> web.StreamResponse:
-    """Stream watch events as newline-delimited JSON until timeoutSeconds or the client leaves."""
-    timeout = min(float(request.query.get("timeoutSeconds") or MAX_WATCH_SECONDS), MAX_WATCH_SECONDS)
-    bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
-    as_table = _accept(request) == "Table"
-    rv = request.query.get("resourceVersion")
-    if rv and not rv.isdigit():
-        raise status.bad_request(f"invalid resource version: {rv!r}")
-    queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
-
-    async def pump() -> None:
-        try:
-            async for event in api.watch(res, ns, rv, labels, fields):
-                await queue.put(event)
-            await queue.put(None)
-        except ApiError as err:
-            await queue.put(err)
-        except StorageUnavailable as exc:
-            await queue.put(status.unavailable(exc.what))
-
-    producer = asyncio.get_running_loop().create_task(pump())
-    resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
-    await resp.prepare(request)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last_rv = rv if rv and rv != "0" else None
-    last_bookmark = loop.time()
-    try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=min(remaining, 5.0))
-            except TimeoutError:
-                if request.transport is None or request.transport.is_closing():
-                    break
-                if bookmarks and last_rv and loop.time() - last_bookmark >= BOOKMARK_INTERVAL:
-                    await resp.write(json.dumps({"type": "BOOKMARK", "object": {
-                        "kind": res.kind, "apiVersion": res.api_version,
-                        "metadata": {"resourceVersion": last_rv}}}).encode() + b"\n")
-                    last_bookmark = loop.time()
-                continue
-            if item is None:
-                break
-            if isinstance(item, ApiError):
-                await resp.write(json.dumps({"type": "ERROR", "object": item.status()}).encode() + b"\n")
-                break
-            etype, obj = item
-            last_rv = obj.get("metadata", {}).get("resourceVersion", last_rv)
-            if as_table:
-                obj = tables.table(res.kind, [obj], include_object=request.query.get("includeObject", "Metadata"))
-            await resp.write(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        pass
-    finally:
-        producer.cancel()
-        await asyncio.gather(producer, return_exceptions=True)
-    try:
-        await resp.write_eof()
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        pass
-    return resp
 
 
 # -- application -----------------------------------------------------------------------------------------

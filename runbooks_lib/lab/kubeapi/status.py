@@ -28,6 +28,8 @@ class ApiError(LabError):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:
+            del doc["reason"]  # an error that is no API status (kube-apiserver's StatusReasonUnknown)
         if self.details:
             doc["details"] = self.details
         return doc
