@@ -325,8 +325,11 @@ def test_stopped_kubelet_makes_its_node_not_ready_and_its_pods_leave_the_endpoin
         node = cluster.get("/api/v1/nodes/n2")
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "NodeStatusUnknown"
-        assert {(t["key"], t["effect"]) for t in node["spec"].get("taints", [])} >= {
-            ("node.kubernetes.io/unreachable", "NoSchedule"), ("node.kubernetes.io/unreachable", "NoExecute")}
+        # The controller writes the condition and the taints in two updates, as upstream's does.
+        unreachable = {("node.kubernetes.io/unreachable", "NoSchedule"), ("node.kubernetes.io/unreachable", "NoExecute")}
+        _wait(cluster, lambda: {(t["key"], t["effect"])
+                                for t in cluster.get("/api/v1/nodes/n2")["spec"].get("taints", [])} >= unreachable,
+              10, "the unreachable taints on n2")
         assert "NotReady" in cluster.api.kubectl("get", "node", "n2", "--no-headers").stdout
         _wait(cluster, lambda: sorted(p for p, _, _, _ in cluster.endpoints("web")[1]) == on_n2, 10,
               "n2's pods in notReadyAddresses")
