@@ -44,16 +44,26 @@ def etcd_tables(members: Sequence[etcd.Member], health: Sequence[etcd.EndpointHe
     return {"members": member_df, "health": health_df, "status": status_df}
 
 
+def _host_of(endpoint: str, names: Mapping[str, str]) -> str:
+    address = endpoint.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return f" ({names[address]})" if address in names else ""
+
+
 def etcd_findings(expected: Sequence[str], members: Sequence[etcd.Member],
-                  health: Sequence[etcd.EndpointHealth], status: etcd.StatusReport | None) -> list[Finding]:
-    """Problems: member count vs the inventory's etcd group, unstarted members, unhealthy endpoints, leaders."""
+                  health: Sequence[etcd.EndpointHealth], status: etcd.StatusReport | None,
+                  names: Mapping[str, str] | None = None) -> list[Finding]:
+    """Problems: member count vs the inventory's etcd group, unstarted members, unhealthy endpoints, leaders.
+
+    ``names`` maps addresses to inventory names, so an endpoint is named as the operator knows it.
+    """
+    names = names or {}
     out = []
     if len(members) != len(expected):
         out.append(Finding("etcd", f"{len(members)} members, the inventory lists {len(expected)} "
                                    f"({', '.join(expected)})"))
     out += [Finding("etcd", f"member {m.id_hex} is unstarted (added but never joined)")
             for m in members if not m.started]
-    out += [Finding("etcd", f"endpoint {h.endpoint} unhealthy: {h.error or 'no answer'}")
+    out += [Finding("etcd", f"endpoint {h.endpoint}{_host_of(h.endpoint, names)} unhealthy: {h.error or 'no answer'}")
             for h in health if not h.healthy]
     if status is not None:
         if len(status.leaders) > 1:

@@ -32,10 +32,11 @@ def test_healthy_etcd_has_no_findings_and_tables() -> None:
 def test_etcd_problems_are_named() -> None:
     members = _members("etcd1", "etcd2", "")
     health = [etcd.EndpointHealth("https://10.0.0.3:2379", False, error="context deadline exceeded")]
-    found = [str(f) for f in diagnostics.etcd_findings(["node1", "node2"], members, health, _status([1, 2]))]
+    found = [str(f) for f in diagnostics.etcd_findings(["node1", "node2"], members, health, _status([1, 2]),
+                                                                  names={"10.0.0.3": "node3"})]
     assert "etcd: 3 members, the inventory lists 2 (node1, node2)" in found
     assert "etcd: member 3 is unstarted (added but never joined)" in found
-    assert "etcd: endpoint https://10.0.0.3:2379 unhealthy: context deadline exceeded" in found
+    assert "etcd: endpoint https://10.0.0.3:2379 (node3) unhealthy: context deadline exceeded" in found
     assert "etcd: members disagree on the leader: 1, 2" in found
 
 
