@@ -58,14 +58,14 @@ pd.set_option("display.width", 200)
 # %% [markdown]
 # ## Parameters
 # One line per parameter. The defaults are the lab's (`params/lab.yaml`); `${RUNBOOKS_LAB_DIR:-...}`
-# follows the lab in use, and relative paths are relative to the repository root.
+# follows the lab in use (`RUNBOOKS_LAB_INVENTORY_DIR`: an inventory written with `runbooks lab cluster --inventory-dir`), and relative paths are relative to the repository root.
 
 # %% tags=["parameters"]
 cluster_name: str = "lab"  # the cluster's name: the verdict and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory/hosts.yaml"  # Kubespray inventory
+inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory
 kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (not used by this runbook)
 ansible_playbook: str = "ansible-playbook"  # ansible-playbook command (not used by this runbook)
-kubeconfig: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory/artifacts/admin.conf"  # admin kubeconfig
+kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
 ssh_user: str = "root"  # SSH user on the machines (another user runs reads with sudo -n)
 ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
 known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys

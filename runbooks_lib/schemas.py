@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_DIR = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}"
+# Where `runbooks lab cluster` wrote the inventory (its --inventory-dir; default LAB_DIR/inventory).
+LAB_INVENTORY = "${RUNBOOKS_LAB_INVENTORY_DIR:-" + LAB_DIR + "/inventory}"
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -34,10 +36,10 @@ class Target:
     """The cluster a runbook acts on and how to reach it (no secrets: paths to them)."""
 
     cluster_name: str = "lab"
-    inventory: Path = Path(f"{LAB_DIR}/inventory/hosts.yaml")
+    inventory: Path = Path(f"{LAB_INVENTORY}/hosts.yaml")
     kubespray_dir: Path = Path("runbooks_lib/lab/kubespray")
     ansible_playbook: str = "ansible-playbook"
-    kubeconfig: Path = Path(f"{LAB_DIR}/inventory/artifacts/admin.conf")
+    kubeconfig: Path = Path(f"{LAB_INVENTORY}/artifacts/admin.conf")
     ssh_user: str = "root"
     ssh_key: Path = Path(f"{LAB_DIR}/ssh/id_ed25519")
     known_hosts: Path = Path(f"{LAB_DIR}/ssh/known_hosts")

@@ -80,3 +80,12 @@ def test_unknown_key_and_wrong_type_in_a_file(tmp_path: Path) -> None:
         schemas.load(schemas.DiagnosticsParams, [bad])
     assert "kubeconfg: unknown parameter (did you mean 'kubeconfig'?)" in str(exc.value)
     assert "journal_lines: expected int, got 'many'" in str(exc.value)
+
+
+def test_inventory_dir_variable_overrides_the_lab_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOKS_LAB_DIR", "/srv/lab-7")
+    monkeypatch.setenv("RUNBOOKS_LAB_INVENTORY_DIR", "/tmp/inv-1")
+    for target in (schemas.load(schemas.Target, [PARAMS / "lab.yaml"]), schemas.from_namespace(schemas.Target, {})):
+        assert target.inventory == Path("/tmp/inv-1/hosts.yaml")
+        assert target.kubeconfig == Path("/tmp/inv-1/artifacts/admin.conf")
+        assert target.ssh_key == Path("/srv/lab-7/ssh/id_ed25519")

@@ -165,3 +165,13 @@ def test_env_references_expand_in_parameter_files(repo: Path, tmp_path: Path,
     pfile.write_text("cluster_name: ${UNSET_UNIT_VAR}\n")
     with pytest.raises(BadParameters, match="UNSET_UNIT_VAR"):
         runner.resolve_parameters(runner.find("tiny"), [pfile])
+
+
+def test_nested_env_defaults_expand_inside_out() -> None:
+    from runbooks_lib import params
+
+    ref = "${A_UNIT:-${B_UNIT:-/x}/inv}/hosts.yaml"
+    assert params.expand_env(ref, {}) == "/x/inv/hosts.yaml"
+    assert params.expand_env(ref, {"B_UNIT": "/b"}) == "/b/inv/hosts.yaml"
+    assert params.expand_env(ref, {"A_UNIT": "/a"}) == "/a/hosts.yaml"
+    assert params.expand_env({"k": ["${A_UNIT}"]}, {"A_UNIT": "${A_UNIT}"}) == {"k": ["${A_UNIT}"]}  # bounded
