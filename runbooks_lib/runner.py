@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import yaml
 
-from runbooks_lib import errors, params, runbook
+from runbooks_lib import errors, params, runbook, schemas
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -249,7 +249,10 @@ def resolve_parameters(
     given.update(_anchor_paths(schema, params.expand_env(dict(overrides or {})), (cwd or Path.cwd()).resolve()))
     defaults = {k: params.expand_env(v) for k, v in params.notebook_parameters(book.path).items()}
     merged = {**_anchor_paths(schema, {k: v for k, v in defaults.items() if k not in given}, REPO_ROOT), **given}
-    return params.validate(schema, merged), {k: _plain(v) for k, v in given.items()}
+    values = params.validate(schema, merged)
+    if isinstance(values, schemas.Target):
+        schemas.check_target(values)
+    return values, {k: _plain(v) for k, v in given.items()}
 
 
 def _plain(value: Any) -> Any:

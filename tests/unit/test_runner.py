@@ -175,3 +175,34 @@ def test_nested_env_defaults_expand_inside_out() -> None:
     assert params.expand_env(ref, {"B_UNIT": "/b"}) == "/b/inv/hosts.yaml"
     assert params.expand_env(ref, {"A_UNIT": "/a"}) == "/a/hosts.yaml"
     assert params.expand_env({"k": ["${A_UNIT}"]}, {"A_UNIT": "${A_UNIT}"}) == {"k": ["${A_UNIT}"]}  # bounded
+
+
+def test_diagnostics_preflight_refuses_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The real runbook: a missing inventory stops it in the preflight, before any machine is contacted."""
+    monkeypatch.delenv("RUNBOOKS_NOTEBOOKS_DIR", raising=False)
+    monkeypatch.setenv("RUNBOOKS_RUNS_DIR", str(tmp_path / "runs"))
+    rc = _main("run", "diagnostics", "-p", "inventory", str(tmp_path / "none" / "hosts.yaml"), "-p", "cluster_name",
+               "unit-x", "--no-progress", "--cell-timeout", "60")
+    out = capsys.readouterr().out
+    assert rc == 2, out
+    assert out.startswith("REFUSED: diagnostics on unit-x") and "PreconditionFailed" in out
+    record = next((tmp_path / "runs" / "unit-x").glob("*-diagnostics.summary.json"))
+    assert json.loads(record.read_text())["status"] == "refused"
+
+
+def test_diagnostics_rejects_unknown_parameter_file_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RUNBOOKS_NOTEBOOKS_DIR", raising=False)
+    monkeypatch.setenv("RUNBOOKS_RUNS_DIR", str(tmp_path / "runs"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("journal_lines: 5\njournal_line: 5\netcd_members: [a, b]\nhosts: {a: 203.0.113.1, b: 203.0.113.2}\n"
+                   "control_planes: [a]\n")
+    assert _main("run", "diagnostics", "-f", str(bad), "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert "journal_line: unknown parameter (did you mean 'journal_lines'?)" in err
+    assert not (tmp_path / "runs").exists()
+    bad.write_text("etcd_members: [a, b]\nhosts: {a: 203.0.113.1, b: 203.0.113.2}\ncontrol_planes: [a]\n")
+    assert _main("run", "diagnostics", "-f", str(bad), "--no-progress") == 2
+    assert "etcd needs an odd number" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
