@@ -8,6 +8,7 @@ rendered as its pair in a scratch copy and compared with the committed .py, and 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import shutil
@@ -81,5 +82,15 @@ def test_runbook_shape(notebook: Path) -> None:
     assert checked and all(c.outputs and c.execution_count for c in checked), "summary cell must be committed run"
     assert "write_summary" in checked[-1].source
     assert nb.cells[0].cell_type == "markdown" and "Blast radius" in nb.cells[0].source
-    if schema is not None and issubclass(schema, schemas.Target):
-        assert issubclass(schema, schemas.Target)
+    assert issubclass(schema, schemas.Target), "one parameter file serves every runbook: extend schemas.Target"
+
+
+@pytest.mark.parametrize("notebook", PAIRS, ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter(notebook: Path) -> None:
+    """papermill's typed help (and its unknown-parameter warning) parse the cell as the schema declares it."""
+    from papermill.inspection import inspect_notebook
+
+    found = inspect_notebook(str(notebook))
+    schema = runner.schema_of(runner.find(str(notebook)))
+    assert list(found) == [f.name for f in dataclasses.fields(schema)]
+    assert all(p["help"] for p in found.values()), "every parameter line needs a '# help' comment"
