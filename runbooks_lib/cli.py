@@ -1,4 +1,4 @@
-"""The ``runbooks`` command line: ``runbooks lab ...`` (and runbook commands)."""
+"""The ``runbooks`` command line: ``runbooks list|params|run`` (runbooks) and ``runbooks lab ...``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     from runbooks_lib.lab import cli as lab_cli
 
     lab_cli.register(sub)
+    from runbooks_lib import runner
+
+    runner.register(sub)
     return parser
 
 

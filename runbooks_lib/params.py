@@ -354,3 +354,41 @@ def check_notebook(notebook: str | Path, schema: type, *, base_dir: str | Path |
             fix=f"make the parameters cell and {schema.__name__} declare the same names, types and defaults",
         )
     return cell
+
+
+# --------------------------------------------------------------------------- environment references
+
+# The innermost reference: its default holds no further ${...} (nested defaults expand inside out).
+_ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^${}]*))?\}")
+
+
+def expand_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in strings (also inside lists and mappings).
+
+    Lets one parameter file point at whichever lab is in use, e.g.
+    ``${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory/hosts.yaml``. Defaults
+    may nest (``${A:-${B:-/x}/y}``). An unset variable without a default raises
+    BadParameters. Pure.
+    """
+    env = os.environ if environ is None else environ
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group("name"), match.group("default")
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise errors.BadParameters(f"{value!r} refers to the environment variable {name}, which is not set",
+                                       fix=f"export {name}, or write ${{{name}:-DEFAULT}} in the parameter")
+        text = value
+        for _ in range(16):  # bounded: a variable whose value holds ${...} cannot loop forever
+            expanded = _ENV_REF.sub(replace, text)
+            if expanded == text:
+                break
+            text = expanded
+        return text
+    if isinstance(value, Mapping):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(expand_env(v, env) for v in value)
+    return value

@@ -1,0 +1,141 @@
+"""Typed parameter schemas of the runbooks, and the checks beyond types.
+
+:class:`Target` says which cluster a run is for and how to reach it; every
+runbook's schema extends it, so one parameter file (params/lab.yaml,
+params/example-vps.yaml) serves every runbook. Defaults point at the lab
+(``${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}`` is expanded when validated);
+relative paths in defaults are relative to the repository root.
+
+:func:`from_namespace` is what a runbook's validate cell calls. Pure apart
+from reading the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runbooks_lib import errors, params
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}"
+# Where `runbooks lab cluster` wrote the inventory (its --inventory-dir; default LAB_DIR/inventory).
+LAB_INVENTORY = "${RUNBOOKS_LAB_INVENTORY_DIR:-" + LAB_DIR + "/inventory}"
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The cluster a runbook acts on and how to reach it (no secrets: paths to them)."""
+
+    cluster_name: str = "lab"
+    inventory: Path = Path(f"{LAB_INVENTORY}/hosts.yaml")
+    kubespray_dir: Path = Path("runbooks_lib/lab/kubespray")
+    ansible_playbook: str = "ansible-playbook"
+    kubeconfig: Path = Path(f"{LAB_INVENTORY}/artifacts/admin.conf")
+    ssh_user: str = "root"
+    ssh_key: Path = Path(f"{LAB_DIR}/ssh/id_ed25519")
+    known_hosts: Path = Path(f"{LAB_DIR}/ssh/known_hosts")
+    # The machines by inventory name -> address, and their roles; empty: as in the inventory.
+    hosts: dict[str, str] = field(default_factory=dict)
+    control_planes: tuple[str, ...] = ()
+    etcd_members: tuple[str, ...] = ()
+    workers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiagnosticsParams(Target):
+    """Parameters of the diagnostics runbook (read-only)."""
+
+    inspect_nodes: tuple[str, ...] = ()  # empty: every control plane and etcd member
+    journal_lines: int = 20
+    cert_warn_days: int = 30
+    timeout_s: float = 30.0
+
+
+def check_target(target: Target) -> Target:
+    """Checks beyond types: names, unique valid addresses, roles naming known hosts, odd etcd count.
+
+    The layout checks apply only when ``hosts`` is given. Raises BadParameters
+    listing every problem. Pure.
+    """
+    problems = []
+    if not _HOST_NAME.match(target.cluster_name):
+        problems.append(f"cluster_name {target.cluster_name!r}: use lower-case letters, digits and '-'")
+    if target.hosts:
+        seen: dict[str, str] = {}
+        for name, address in target.hosts.items():
+            if not _HOST_NAME.match(name):
+                problems.append(f"hosts: {name!r} is not a valid host name (lower-case letters, digits, '-')")
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problems.append(f"hosts: {name}: {address!r} is not an IP address")
+            if address in seen:
+                problems.append(f"hosts: {name} and {seen[address]} have the same address {address}")
+            seen.setdefault(address, name)
+        for role in ("control_planes", "etcd_members", "workers"):
+            for name in getattr(target, role):
+                if name not in target.hosts:
+                    problems.append(f"{role}: {name!r} is not in hosts ({', '.join(target.hosts)})")
+        if not target.control_planes:
+            problems.append("control_planes: at least one host is needed")
+        if len(target.etcd_members) % 2 == 0:
+            problems.append(f"etcd_members: {len(target.etcd_members)} members; etcd needs an odd number "
+                            "(1, 3 or 5) to keep a majority")
+    if problems:
+        raise errors.BadParameters("invalid target:\n" + "\n".join(f"  - {p}" for p in problems),
+                                   fix="correct the parameter file; nothing was run")
+    return target
+
+
+def _anchor(schema: type, values: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for key, value in values.items():
+        if hints.get(key) is Path and isinstance(value, (str, Path)) and str(value):
+            path = Path(params.expand_env(str(value))).expanduser()
+            value = path if path.is_absolute() else Path(os.path.normpath(base / path))
+        out[key] = value
+    return out
+
+
+def from_namespace(schema: type[T], namespace: Mapping[str, Any], *, base_dir: Path = REPO_ROOT) -> T:
+    """Validate a runbook's parameters as found in its namespace (``globals()``).
+
+    ``${VAR:-default}`` is expanded, relative paths are taken relative to the
+    repository root (so the kernel may run in the root or in notebooks/),
+    types are checked and, for a Target, :func:`check_target` runs. Raises
+    BadParameters naming every problem.
+    """
+    values = {}
+    for f in fields(schema):  # type: ignore[arg-type]
+        if f.name in namespace:
+            values[f.name] = params.expand_env(namespace[f.name])
+        elif isinstance(f.default, Path):
+            values[f.name] = f.default  # expanded and anchored below
+    result = params.validate(schema, _anchor(schema, values, base_dir))
+    if isinstance(result, Target):
+        check_target(result)
+    return result
+
+
+def load(schema: type[T], files: list[str | Path]) -> T:
+    """Validate parameter files (in order) against ``schema``; relative paths are relative to each file."""
+    merged: dict[str, Any] = {}
+    for name in files:
+        raw = params.expand_env(params.read_files([name]))
+        merged.update(_anchor(schema, raw, Path(name).expanduser().resolve().parent))
+    result = params.validate(schema, merged)
+    if isinstance(result, Target):
+        check_target(result)
+    return result
