@@ -787,18 +787,27 @@ def _ensure_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-async def probe(config: ProbeConfig, events: EventLog | None = None, *, stop: threading.Event | None = None) -> ProbeResult:
+async def probe(
+    config: ProbeConfig,
+    events: EventLog | None = None,
+    *,
+    stop: threading.Event | None = None,
+    resolver: CachingResolver | None = None,
+) -> ProbeResult:
     """Run the open-loop probe described by ``config`` and return what it measured.
 
     Sends for ``config.duration`` seconds (or until ``stop`` is set), then
     waits at most ``config.drain_period`` for in-flight requests; requests
     still running after that are cancelled and recorded as ``unfinished``.
-    Raises :class:`BadParameters` for a name target without a DNS server.
+    Name targets are resolved by ``resolver`` (default: a
+    :class:`CachingResolver` for ``config.dns_server``). Raises
+    :class:`BadParameters` for a name target without a DNS server.
     """
     needs_dns = [lane.name for lane in config.lanes if not lane.target.is_ip]
-    if needs_dns and not config.dns_server:
+    if needs_dns and not config.dns_server and resolver is None:
         raise BadParameters(f"lanes {needs_dns} probe a name but no dns_server is given", fix="pass dns_server=IP")
-    resolver = CachingResolver(config.dns_server, config.dns_port) if config.dns_server else None
+    if resolver is None and config.dns_server:
+        resolver = CachingResolver(config.dns_server, config.dns_port)
     runners = [_LaneRunner(lane, resolver, config.in_flight_bound(lane)) for lane in config.lanes]
     _ensure_fd_limit(sum(r.max_in_flight for r in runners) * 2)
     events = events if events is not None else EventLog()
