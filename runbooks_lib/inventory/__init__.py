@@ -1,0 +1,43 @@
+"""Kubespray inventories: read, build, edit, validate and diff."""
+
+from runbooks_lib.inventory.document import (
+    ADDRESS_VARS,
+    CALICO_RR,
+    CONTROL_PLANE,
+    ETCD,
+    IMPLICIT_GROUPS,
+    K8S_CLUSTER,
+    KNOWN_GROUPS,
+    LEGACY_GROUPS,
+    WORKERS,
+    Format,
+    Group,
+    GroupChange,
+    Host,
+    Inventory,
+    InventoryDiff,
+    VarChange,
+    build,
+    diff,
+)
+
+__all__ = [
+    "ADDRESS_VARS",
+    "CALICO_RR",
+    "CONTROL_PLANE",
+    "ETCD",
+    "IMPLICIT_GROUPS",
+    "K8S_CLUSTER",
+    "KNOWN_GROUPS",
+    "LEGACY_GROUPS",
+    "WORKERS",
+    "Format",
+    "Group",
+    "GroupChange",
+    "Host",
+    "Inventory",
+    "InventoryDiff",
+    "VarChange",
+    "build",
+    "diff",
+]
