@@ -1,6 +1,16 @@
-"""Kubespray inventories: read, build, edit, validate and diff."""
+"""Kubespray inventories: read, build, edit, validate and diff.
 
-from runbooks_lib.inventory.document import (
+Import the package as a namespace: ``inventory.load(path)``,
+``inventory.build(ips)``, ``inventory.diff(old, new)``. Modules: ``model``
+(Host, Group, group names), ``yaml_doc`` (hosts.yaml),
+``ini_doc`` (inventory.ini), ``document`` (Inventory: read, edit, validate,
+save), ``build`` (a new inventory from IPs), ``diff``.
+"""
+
+from runbooks_lib.inventory.build import build
+from runbooks_lib.inventory.diff import GroupChange, InventoryDiff, VarChange, diff
+from runbooks_lib.inventory.document import Inventory, load
+from runbooks_lib.inventory.model import (
     ADDRESS_VARS,
     CALICO_RR,
     CONTROL_PLANE,
@@ -12,13 +22,7 @@ from runbooks_lib.inventory.document import (
     WORKERS,
     Format,
     Group,
-    GroupChange,
     Host,
-    Inventory,
-    InventoryDiff,
-    VarChange,
-    build,
-    diff,
 )
 
 __all__ = [
@@ -40,4 +44,5 @@ __all__ = [
     "VarChange",
     "build",
     "diff",
+    "load",
 ]
