@@ -390,7 +390,6 @@ class Inventory:
             )
 
 
-
 def load(path: str | os.PathLike[str]) -> Inventory:
     """Read the inventory at ``path`` (same as :meth:`Inventory.load`)."""
     return Inventory.load(path)

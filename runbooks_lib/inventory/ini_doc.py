@@ -277,7 +277,6 @@ class IniDoc:
         return text + "\n" if self.trailing_newline and text else text
 
 
-
 def render(hosts: Mapping[str, Host], groups: Mapping[str, Group]) -> str:
     """A fresh inventory.ini text for this model (used to convert a hosts.yaml)."""
     lines: list[str] = ["[all]"]

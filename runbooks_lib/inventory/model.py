@@ -78,7 +78,6 @@ def str_or_none(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-
 def check_ip(ip: str, name: str) -> None:
     """Raise BadParameters unless ``ip`` (given for host ``name``) is an IPv4/IPv6 address."""
     try:

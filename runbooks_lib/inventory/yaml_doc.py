@@ -31,7 +31,6 @@ def plain(value: object) -> object:
     return value
 
 
-
 def round_trip_yaml() -> YAML:
     y = YAML()
     y.preserve_quotes = True
@@ -216,7 +215,6 @@ class YamlDoc:
         y.explicit_start = self.explicit_start
         y.dump(self.data, buf)
         return buf.getvalue()
-
 
 
 def render(hosts: Mapping[str, Host], groups: Mapping[str, Group]) -> str:
