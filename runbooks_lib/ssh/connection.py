@@ -1,43 +1,22 @@
-"""Commands and files on cluster machines over SSH (fabric), with verified host keys.
+"""SSH connections to cluster machines (fabric), with verified host keys and bounded calls.
 
-Every command is an argument list, shell-quoted here with :func:`shlex.join`
-(nothing builds shell strings from parameters), and every call has a timeout:
-connecting is bounded by ``connect_timeout`` (a powered-off machine whose SYNs
-are dropped answers :class:`~runbooks_lib.errors.HostUnreachable` instead of
-hanging), and a command is bounded by ``timeout`` even when its host dies or
-freezes while the command runs.
-
-Host keys are checked against one known_hosts file only (never the user's or
-the system's, never auto-added): an unknown or changed key raises
-:class:`~runbooks_lib.errors.HostKeyError` saying how to pin the right key.
-No ssh_config or fabric configuration file changes how a machine is reached.
-
-Three connection kinds share one interface so that callers never care which
-one they hold: :class:`Connection` (SSH through :class:`fabric.Connection`),
-:class:`LocalConnection` (the operator's machine, through
-:func:`runbooks_lib.local.run`) and :class:`MockConnection` (tests, in the
-manner of invoke's MockContext: maps expected commands to replies and fails
-loudly on anything else).
+Connecting is bounded by ``connect_timeout`` (a powered-off machine whose
+SYNs are dropped answers :class:`~runbooks_lib.errors.HostUnreachable`
+instead of hanging), and a command by ``timeout`` even when its host dies or
+freezes while the command runs. Host keys are checked against one
+known_hosts file only (see :mod:`runbooks_lib.ssh.host_keys`). No ssh_config
+or fabric configuration file changes how a machine is reached.
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
-import getpass
-import hashlib
 import io
 import os
-import shlex
-import shutil
 import socket
 import threading
-import time
-import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Union
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import fabric
 import fabric.runners
@@ -45,195 +24,14 @@ import fabric.transfer
 import paramiko
 from invoke.exceptions import CommandTimedOut, ThreadException, UnexpectedExit
 
-from runbooks_lib import local
-from runbooks_lib.errors import (
-    BadParameters,
-    CommandFailed,
-    HostKeyError,
-    HostUnreachable,
-    RunbookError,
-    tail as _tail,
-)
+from runbooks_lib.errors import BadParameters, CommandFailed, HostKeyError, HostUnreachable, RunbookError
+from runbooks_lib.ssh.base import BaseConnection
+from runbooks_lib.ssh.host import Host
+from runbooks_lib.ssh.host_keys import RejectUnknownKey, fingerprint, known_hosts_name
+from runbooks_lib.ssh.result import error
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to wait for TCP connect, SSH banner, key exchange and authentication."""
-
-
-@dataclass(frozen=True)
-class Host:
-    """How to reach one machine: inventory name, address and SSH settings."""
-
-    name: str
-    address: str
-    user: str = "root"
-    port: int = 22
-    key_path: str | None = None
-    known_hosts: str | None = None
-
-
-def from_inventory_host(
-    name: str,
-    address: str | None = None,
-    vars: Mapping[str, Any] | None = None,
-    *,
-    user: str | None = None,
-    key_path: str | None = None,
-    known_hosts: str | None = None,
-) -> Host:
-    """Build a :class:`Host` from an inventory host's name, address and variables.
-
-    The address falls back to ``ansible_host``, then ``access_ip``, then ``ip``
-    (Ansible's own order for reaching a host); user, port and key come from
-    ``ansible_user``, ``ansible_port`` and ``ansible_ssh_private_key_file``
-    unless given explicitly. Raises BadParameters when no address is known.
-    """
-    hostvars = dict(vars or {})
-    address = address or hostvars.get("ansible_host") or hostvars.get("access_ip") or hostvars.get("ip")
-    if not address:
-        raise BadParameters(
-            f"inventory host {name} has no address",
-            fix="set ansible_host (or ip/access_ip) for it in the inventory",
-        )
-    return Host(
-        name=name,
-        address=str(address),
-        user=user or str(hostvars.get("ansible_user") or "root"),
-        port=int(hostvars.get("ansible_port") or 22),
-        key_path=key_path or hostvars.get("ansible_ssh_private_key_file"),
-        known_hosts=known_hosts,
-    )
-
-
-@dataclass(frozen=True)
-class Result:
-    """How one command ended on one host (modelled on invoke's Result)."""
-
-    host: str
-    command: str
-    exited: int
-    stdout: str
-    stderr: str
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exited == 0
-
-    @property
-    def failed(self) -> bool:
-        return not self.ok
-
-    def tail(self, stream: str = "stderr", count: int = 10) -> str:
-        """The last ``count`` lines of ``stream`` ("stdout" or "stderr")."""
-        return _tail(getattr(self, stream), count)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A scripted answer for :class:`MockConnection`."""
-
-    stdout: str = ""
-    stderr: str = ""
-    exited: int = 0
-
-
-class GroupResult(Mapping[str, Union[Result, BaseException]]):
-    """Per-host outcome of :func:`run_group`: host name -> Result or the exception raised."""
-
-    def __init__(self, outcomes: Mapping[str, Result | BaseException]) -> None:
-        self._outcomes = types.MappingProxyType(dict(outcomes))
-
-    def __getitem__(self, name: str) -> Result | BaseException:
-        return self._outcomes[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._outcomes)
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
-
-    def __repr__(self) -> str:
-        return f"GroupResult({dict(self._outcomes)!r})"
-
-    @property
-    def succeeded(self) -> dict[str, Result]:
-        return {n: r for n, r in self._outcomes.items() if isinstance(r, Result) and r.ok}
-
-    @property
-    def failed(self) -> dict[str, Result | BaseException]:
-        return {n: r for n, r in self._outcomes.items() if not (isinstance(r, Result) and r.ok)}
-
-
-# --------------------------------------------------------------------------
-# Connections
-# --------------------------------------------------------------------------
-
-
-class BaseConnection:
-    """What every connection offers; use :func:`run`, :func:`put`, :func:`get`."""
-
-    host: Host
-
-    @property
-    def name(self) -> str:
-        return self.host.name
-
-    @property
-    def needs_sudo(self) -> bool:
-        """True when privileged commands need a ``sudo`` prefix (not logged in as root)."""
-        return self.host.user != "root"
-
-    def execute(
-        self, argv: list[str], command: str, *, timeout: float, input: bytes | None
-    ) -> tuple[int, str, str]:
-        raise NotImplementedError
-
-    def put(self, local_path: str | os.PathLike, remote_path: str, *, timeout: float) -> None:
-        raise NotImplementedError
-
-    def get(self, remote_path: str, local_path: str | os.PathLike, *, timeout: float) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the connection; safe to call more than once."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style SHA256 fingerprint of a public key, e.g. ``SHA256:abc...``."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def _known_hosts_name(host: Host) -> str:
-    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
-
-
-class _RejectUnknownKey(paramiko.MissingHostKeyPolicy):
-    """Refuse keys absent from the known_hosts file, explaining how to pin one safely."""
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        h = self.host
-        raise HostKeyError(
-            f"the host key of {h.name} ({hostname}) is not in {h.known_hosts}; "
-            f"the machine offered {key.get_name()} {fingerprint(key)}",
-            host=h.name,
-            fix=(
-                "compare that fingerprint with the one shown on the machine's own console "
-                "(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there, or the provider's "
-                "console log); only when they match, append the key to "
-                f"{h.known_hosts}. `ssh-keyscan` alone is not a verification: it fetches the key "
-                "over the same unverified network."
-            ),
-        )
 
 
 class _Remote(fabric.runners.Remote):
@@ -431,7 +229,7 @@ class Connection(BaseConnection):
         # fabric's client would add unknown keys; only the given file may vouch for a machine
         # (not ~/.ssh/known_hosts, which load_system_host_keys would read).
         conn.client.load_host_keys(h.known_hosts)
-        conn.client.set_missing_host_key_policy(_RejectUnknownKey(h))
+        conn.client.set_missing_host_key_policy(RejectUnknownKey(h))
         try:
             conn.open()
         except HostKeyError:
@@ -439,8 +237,9 @@ class Connection(BaseConnection):
             raise
         except paramiko.BadHostKeyException as exc:
             conn.client.close()
-            name = _known_hosts_name(h)
-            raise HostKeyError(
+            name = known_hosts_name(h)
+            raise error(
+                HostKeyError,
                 f"REMOTE HOST IDENTIFICATION HAS CHANGED for {h.name} ({h.address}): "
                 f"{h.known_hosts} pins {exc.expected_key.get_name()} {fingerprint(exc.expected_key)} "
                 f"but the machine offered {exc.key.get_name()} {fingerprint(exc.key)}",
@@ -453,7 +252,8 @@ class Connection(BaseConnection):
             ) from None
         except paramiko.AuthenticationException as exc:
             conn.client.close()
-            raise CommandFailed(
+            raise error(
+                CommandFailed,
                 f"SSH authentication as {h.user} failed on {h.name} ({h.address}): {exc}",
                 host=h.name,
                 fix=f"check that the key {h.key_path or '(agent/default keys)'} is authorized for {h.user}",
@@ -461,7 +261,8 @@ class Connection(BaseConnection):
         except (OSError, EOFError, paramiko.SSHException) as exc:
             # socket.timeout (SYNs dropped), refused, no route, banner/kex timeouts.
             conn.client.close()
-            raise HostUnreachable(
+            raise error(
+                HostUnreachable,
                 f"cannot reach {h.name} at {h.address}:{h.port} within {t:g}s: {exc or type(exc).__name__}",
                 host=h.name,
                 fix="check that the machine is powered on and that port 22 is open from here",
@@ -492,7 +293,8 @@ class Connection(BaseConnection):
 
     def _lost(self, what: str) -> HostUnreachable:
         self.close()
-        return HostUnreachable(
+        return error(
+            HostUnreachable,
             what,
             host=self.host.name,
             fix="check whether the machine is still powered on; the command's effect on it is unknown",
@@ -506,7 +308,8 @@ class Connection(BaseConnection):
                 f"{self.host.name} stopped answering while running the command "
                 f"(no answer within the {timeout:g}s timeout)"
             )
-        return CommandFailed(
+        return error(
+            CommandFailed,
             f"command did not finish within {timeout:g}s on {self.host.name}",
             host=self.host.name,
             command=command,
@@ -598,331 +401,9 @@ class Connection(BaseConnection):
         except OSError as exc:
             if not conn.is_connected:
                 raise self._lost(f"SFTP {how} {src} -> {dst} on {self.host.name} broke off: {exc}") from None
-            raise CommandFailed(
+            raise error(
+                CommandFailed,
                 f"SFTP {how} {src} -> {dst} failed on {self.host.name}: {exc}",
                 host=self.host.name,
                 fix="check the path and its permissions",
             ) from None
-
-
-class LocalConnection(BaseConnection):
-    """Runs commands on this machine through :func:`runbooks_lib.local.run`, behind the same interface as SSH.
-
-    Used for the operator's machine and for tests against local processes.
-    ``env`` entries are added to the inherited environment. Input is text
-    (bytes are decoded as UTF-8).
-    """
-
-    def __init__(self, name: str = "localhost", *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
-        self.host = Host(name=name, address="127.0.0.1", user=getpass.getuser())
-        self.env = dict(env or {})
-        self.cwd = cwd
-
-    @property
-    def needs_sudo(self) -> bool:
-        return os.geteuid() != 0
-
-    def execute(
-        self, argv: list[str], command: str, *, timeout: float, input: bytes | None
-    ) -> tuple[int, str, str]:
-        try:
-            result = local.run(
-                argv,
-                timeout=timeout,
-                check=False,
-                cwd=self.cwd,
-                env=self.env or None,
-                input=input.decode("utf-8", "replace") if input is not None else None,
-            )
-        except CommandFailed as exc:
-            # Not started: answer as a shell would (127 missing program, 126 not executable).
-            if isinstance(exc.__cause__, FileNotFoundError):
-                return 127, "", f"{argv[0]}: command not found\n"
-            if isinstance(exc.__cause__, PermissionError):
-                return 126, "", f"{argv[0]}: permission denied\n"
-            raise
-        if result.timed_out:
-            raise CommandFailed(
-                f"command did not finish within {timeout:g}s on {self.host.name}",
-                host=self.host.name, command=command, stderr=result.stderr,
-                fix="raise the timeout if the command is just slow",
-            )
-        return result.exited, result.stdout, result.stderr
-
-    def put(self, local_path: str | os.PathLike, remote_path: str, *, timeout: float) -> None:
-        shutil.copyfile(local_path, remote_path)
-
-    def get(self, remote_path: str, local_path: str | os.PathLike, *, timeout: float) -> None:
-        shutil.copyfile(remote_path, local_path)
-
-
-MockValue = Union[Result, Reply, str, BaseException, Callable[[list[str], "bytes | None"], Any]]
-
-
-@dataclass(frozen=True)
-class Call:
-    """One command a :class:`MockConnection` received."""
-
-    argv: tuple[str, ...]
-    command: str
-    input: bytes | None
-
-
-class MockConnection(BaseConnection):
-    """A scripted connection for tests, in the spirit of invoke's MockContext.
-
-    ``commands`` maps an expected argv (tuple or list) or command string to a
-    value: a :class:`Reply` (or Result), a str (stdout, exit 0), an exception
-    to raise, or a callable ``(argv, input) -> value``. A list of values is
-    answered in order and then exhausted; a single value answers every time.
-    Any command not listed raises AssertionError naming it. ``files`` is an
-    in-memory remote file system for put/get; ``calls`` records every command.
-    """
-
-    def __init__(
-        self,
-        name: str = "mock",
-        commands: Mapping[Any, Any] | None = None,
-        *,
-        user: str = "root",
-        files: Mapping[str, bytes] | None = None,
-    ) -> None:
-        self.host = Host(name=name, address="192.0.2.1", user=user)
-        self._expected: dict[Any, list[Any]] = {}
-        self._repeat: dict[Any, Any] = {}
-        self._used: set[Any] = set()
-        self.calls: list[Call] = []
-        self.files: dict[str, bytes] = dict(files or {})
-        for key, value in (commands or {}).items():
-            self.expect(key, value)
-
-    @staticmethod
-    def _key(argv_or_command: Sequence[str] | str) -> Any:
-        return argv_or_command if isinstance(argv_or_command, str) else tuple(map(str, argv_or_command))
-
-    def expect(self, argv_or_command: Sequence[str] | str, value: Any) -> MockConnection:
-        """Add an expected command; a list value is answered in order."""
-        key = self._key(argv_or_command)
-        if isinstance(value, list):
-            self._expected.setdefault(key, []).extend(value)
-        else:
-            self._repeat[key] = value
-        return self
-
-    def execute(
-        self, argv: list[str], command: str, *, timeout: float, input: bytes | None
-    ) -> tuple[int, str, str]:
-        self.calls.append(Call(tuple(argv), command, input))
-        for key in (tuple(argv), command):
-            if self._expected.get(key):
-                self._used.add(key)
-                value = self._expected[key].pop(0)
-                break
-            if key in self._repeat:
-                self._used.add(key)
-                value = self._repeat[key]
-                break
-        else:
-            known = sorted(map(str, [*self._repeat, *(k for k, v in self._expected.items() if v)]))
-            raise AssertionError(
-                f"unexpected command on {self.host.name}: {command}\n"
-                + ("still expected:\n  " + "\n  ".join(known) if known else "no commands left")
-            )
-        if callable(value) and not isinstance(value, BaseException):
-            value = value(list(argv), input)
-        if isinstance(value, BaseException):
-            raise value
-        if isinstance(value, str):
-            return 0, value, ""
-        if isinstance(value, (Reply, Result)):
-            return value.exited, value.stdout, value.stderr
-        raise TypeError(f"MockConnection cannot answer with {value!r}")
-
-    def assert_all_used(self) -> None:
-        """Fail if an expected command was never run or a scripted sequence was not consumed."""
-        unused = [k for k in self._repeat if k not in self._used]
-        unused += [k for k, v in self._expected.items() if v]
-        if unused:
-            raise AssertionError(f"expected commands not run on {self.host.name}: {unused}")
-
-    def put(self, local_path: str | os.PathLike, remote_path: str, *, timeout: float) -> None:
-        with open(local_path, "rb") as f:
-            self.files[remote_path] = f.read()
-
-    def get(self, remote_path: str, local_path: str | os.PathLike, *, timeout: float) -> None:
-        if remote_path not in self.files:
-            raise AssertionError(f"unexpected download of {remote_path} from {self.host.name}")
-        with open(local_path, "wb") as f:
-            f.write(self.files[remote_path])
-
-
-# --------------------------------------------------------------------------
-# Running commands
-# --------------------------------------------------------------------------
-
-
-def _argv(argv: Sequence[str | os.PathLike]) -> list[str]:
-    if isinstance(argv, (str, bytes)):
-        raise BadParameters(
-            f"commands are argument lists, got the string {argv!r}",
-            fix="pass e.g. ['systemctl', 'is-active', 'etcd']",
-        )
-    if not argv:
-        raise BadParameters("empty command")
-    return [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
-
-
-def run(
-    conn: BaseConnection,
-    argv: Sequence[str | os.PathLike],
-    *,
-    timeout: float,
-    check: bool = True,
-    sudo: bool = False,
-    input: str | bytes | None = None,
-) -> Result:
-    """Run ``argv`` on ``conn``'s host and return its :class:`Result`.
-
-    ``sudo=True`` prefixes ``sudo -n --`` unless already root. Raises
-    CommandFailed on a non-zero exit (unless ``check=False``) and on timeout;
-    HostUnreachable when the host cannot be reached or stops answering
-    (whatever ``check`` says: there is no exit status to report then).
-    """
-    args = _argv(argv)
-    if sudo and conn.needs_sudo:
-        args = ["sudo", "-n", "--", *args]
-    command = shlex.join(args)
-    data = input.encode() if isinstance(input, str) else input
-    start = time.monotonic()
-    exited, stdout, stderr = conn.execute(args, command, timeout=timeout, input=data)
-    result = Result(conn.name, command, exited, stdout, stderr, time.monotonic() - start)
-    if check and result.failed:
-        raise failure(result)
-    return result
-
-
-def failure(result: Result, fix: str | None = None) -> CommandFailed:
-    """The CommandFailed for a failed Result (with ``.result`` attached)."""
-    exc = CommandFailed(
-        f"command failed on {result.host}",
-        host=result.host,
-        command=result.command,
-        exit_code=result.exited,
-        stderr=result.stderr or result.stdout,
-        fix=fix or "read the error output above; fix the cause on that host and rerun this step",
-    )
-    exc.result = result  # type: ignore[attr-defined]
-    return exc
-
-
-def run_group(
-    conns: Sequence[BaseConnection],
-    argv: Sequence[str | os.PathLike],
-    *,
-    timeout: float,
-    check: bool = True,
-    sudo: bool = False,
-    input: str | bytes | None = None,
-) -> GroupResult:
-    """Run ``argv`` on every connection in parallel threads; return a :class:`GroupResult`.
-
-    Waits for every host (each bounded by its connect timeout and ``timeout``).
-    With ``check=True`` raises ONE error after all answered: HostUnreachable
-    when every failure is an unreachable host, otherwise CommandFailed; the
-    error lists each failed host and carries the GroupResult as ``.result``.
-    """
-    names = [c.name for c in conns]
-    if len(set(names)) != len(names):
-        raise BadParameters(f"duplicate host names in run_group: {names}")
-    args = _argv(argv)
-
-    def one(conn: BaseConnection) -> Result | BaseException:
-        try:
-            return run(conn, args, timeout=timeout, check=False, sudo=sudo, input=input)
-        except Exception as exc:  # reported per host, never lost
-            return exc
-
-    outcomes: dict[str, Result | BaseException] = {}
-    if conns:
-        with ThreadPoolExecutor(max_workers=min(32, len(conns))) as pool:
-            for conn, outcome in zip(conns, pool.map(one, conns)):
-                outcomes[conn.name] = outcome
-    group = GroupResult(outcomes)
-    if check and group.failed:
-        raise group_failure(group, shlex.join(args))
-    return group
-
-
-def group_failure(group: GroupResult, command: str) -> RunbookError:
-    """One combined error describing every failed host of ``group``."""
-    lines = []
-    for name, outcome in group.failed.items():
-        if isinstance(outcome, Result):
-            lines.append(f"{name}: exit {outcome.exited}: {outcome.tail('stderr', 3) or outcome.tail('stdout', 3)}")
-        else:
-            lines.append(f"{name}: {type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}")
-    unreachable = all(isinstance(o, HostUnreachable) for o in group.failed.values())
-    cls = HostUnreachable if unreachable else CommandFailed
-    exc = cls(
-        f"{len(group.failed)} of {len(group)} hosts failed:\n  " + "\n  ".join(lines),
-        command=command,
-        fix="fix or exclude the failed hosts, then rerun; the other hosts succeeded",
-    )
-    exc.result = group  # type: ignore[attr-defined]
-    return exc
-
-
-def put(conn: BaseConnection, local_path: str | os.PathLike, remote_path: str, *, timeout: float = 60.0) -> None:
-    """Upload ``local_path`` to ``remote_path`` (overwrites). Rollback: remove the remote file."""
-    conn.put(local_path, remote_path, timeout=timeout)
-
-
-def get(conn: BaseConnection, remote_path: str, local_path: str | os.PathLike, *, timeout: float = 60.0) -> None:
-    """Download ``remote_path`` to ``local_path`` (overwrites the local file)."""
-    conn.get(remote_path, local_path, timeout=timeout)
-
-
-# --------------------------------------------------------------------------
-# Remote text files
-# --------------------------------------------------------------------------
-
-
-def read_text(
-    conn: BaseConnection, path: str, *, timeout: float = 30.0, sudo: bool = False, missing_ok: bool = False
-) -> str | None:
-    """Content of a remote text file; None if absent and ``missing_ok``. Raises CommandFailed."""
-    result = run(conn, ["cat", "--", path], timeout=timeout, sudo=sudo, check=False)
-    if result.ok:
-        return result.stdout
-    if missing_ok and "No such file" in result.stderr:
-        return None
-    raise failure(result, fix=f"check that {path} exists and is readable")
-
-
-# Writes a temp file beside the target (same file system, so mv is atomic), copies
-# the target's mode and owner, then renames it over the target. The temp name
-# starts with a dot so that kubelet ignores it in a static-pod directory.
-_WRITE_SCRIPT = (
-    'set -e; cat > "$2"; '
-    'if [ -e "$1" ]; then chmod --reference="$1" "$2"; chown --reference="$1" "$2"; fi; '
-    'if [ -n "$3" ]; then chmod "$3" "$2"; fi; '
-    'mv -f "$2" "$1"'
-)
-
-
-def write_text_argv(path: str, mode: str = "") -> list[str]:
-    """The argv :func:`write_text` runs (stdin carries the content)."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".{base}.runbooks-tmp")
-    return ["sh", "-c", _WRITE_SCRIPT, "sh", path, tmp, mode]
-
-
-def write_text(
-    conn: BaseConnection, path: str, text: str, *, timeout: float = 30.0, sudo: bool = False, mode: str = ""
-) -> Result:
-    """Replace a remote file atomically (temp file beside it + mv), keeping its mode and owner.
-
-    ``mode`` (e.g. "0644") is applied to the new content. Raises CommandFailed.
-    Rollback: write the previous content back the same way.
-    """
-    return run(conn, write_text_argv(path, mode), timeout=timeout, sudo=sudo, input=text)

@@ -1,4 +1,4 @@
-"""ssh: results, quoting, MockConnection, run_group, LocalConnection and remote text files."""
+"""ssh: results, quoting, the MockConnection test double, run_group, LocalConnection and remote text files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, ssh
+from runbooks_lib import errors, ssh, testing
 
 
 def test_result_properties_and_tail() -> None:
@@ -23,7 +23,7 @@ def test_result_properties_and_tail() -> None:
 
 
 def test_run_quotes_argv_and_never_takes_strings() -> None:
-    conn = ssh.MockConnection("node1", {("echo", "a b", "$(rm -rf /)", "it's"): "ok\n"})
+    conn = testing.MockConnection("node1", {("echo", "a b", "$(rm -rf /)", "it's"): "ok\n"})
     result = ssh.run(conn, ["echo", "a b", "$(rm -rf /)", "it's"], timeout=5)
     assert result.stdout == "ok\n" and result.ok and result.host == "node1"
     assert result.command == shlex.join(["echo", "a b", "$(rm -rf /)", "it's"])
@@ -33,7 +33,7 @@ def test_run_quotes_argv_and_never_takes_strings() -> None:
 
 
 def test_run_check_raises_with_result_and_opt_out() -> None:
-    conn = ssh.MockConnection("node2", {("systemctl", "is-active", "etcd"): ssh.Reply("inactive\n", "boom\n", 3)})
+    conn = testing.MockConnection("node2", {("systemctl", "is-active", "etcd"): testing.Reply("inactive\n", "boom\n", 3)})
     with pytest.raises(errors.CommandFailed) as info:
         ssh.run(conn, ["systemctl", "is-active", "etcd"], timeout=5)
     exc = info.value
@@ -45,17 +45,17 @@ def test_run_check_raises_with_result_and_opt_out() -> None:
 
 
 def test_sudo_prefix_only_when_not_root() -> None:
-    user = ssh.MockConnection("n", {("sudo", "-n", "--", "swapoff", "-a"): ""}, user="debian")
+    user = testing.MockConnection("n", {("sudo", "-n", "--", "swapoff", "-a"): ""}, user="debian")
     ssh.run(user, ["swapoff", "-a"], timeout=5, sudo=True)
-    root = ssh.MockConnection("n", {("swapoff", "-a"): ""})
+    root = testing.MockConnection("n", {("swapoff", "-a"): ""})
     ssh.run(root, ["swapoff", "-a"], timeout=5, sudo=True)
     assert user.calls[0].argv[:3] == ("sudo", "-n", "--") and root.calls[0].argv == ("swapoff", "-a")
 
 
 def test_mock_fails_loudly_and_supports_sequences_callables_exceptions() -> None:
-    conn = ssh.MockConnection("m")
-    conn.expect(["a"], ["first", ssh.Reply(exited=2)])
-    conn.expect("b --flag", lambda argv, data: ssh.Reply(stdout=(data or b"").decode().upper()))
+    conn = testing.MockConnection("m")
+    conn.expect(["a"], ["first", testing.Reply(exited=2)])
+    conn.expect("b --flag", lambda argv, data: testing.Reply(stdout=(data or b"").decode().upper()))
     conn.expect(["dead"], errors.HostUnreachable("gone", host="m"))
     assert ssh.run(conn, ["a"], timeout=1).stdout == "first"
     assert ssh.run(conn, ["a"], timeout=1, check=False).exited == 2
@@ -103,7 +103,7 @@ def _slow(value, delay: float):
 
 
 def test_run_group_parallel_and_per_host_results() -> None:
-    conns = [ssh.MockConnection(f"node{i}", {("uptime",): _slow(f"up {i}\n", 0.5)}) for i in range(1, 5)]
+    conns = [testing.MockConnection(f"node{i}", {("uptime",): _slow(f"up {i}\n", 0.5)}) for i in range(1, 5)]
     start = time.monotonic()
     group = ssh.run_group(conns, ["uptime"], timeout=5)
     assert time.monotonic() - start < 1.5  # four 0.5 s commands in parallel
@@ -114,10 +114,10 @@ def test_run_group_parallel_and_per_host_results() -> None:
 
 def test_run_group_one_combined_error_after_all_answered() -> None:
     conns = [
-        ssh.MockConnection("node1", {("true",): ""}),
-        ssh.MockConnection("node2", {("true",): ssh.Reply(stderr="disk full\n", exited=1)}),
-        ssh.MockConnection("node3", {("true",): errors.HostUnreachable("cannot reach node3", host="node3")}),
-        ssh.MockConnection("node4", {("true",): _slow("", 0.3)}),
+        testing.MockConnection("node1", {("true",): ""}),
+        testing.MockConnection("node2", {("true",): testing.Reply(stderr="disk full\n", exited=1)}),
+        testing.MockConnection("node3", {("true",): errors.HostUnreachable("cannot reach node3", host="node3")}),
+        testing.MockConnection("node4", {("true",): _slow("", 0.3)}),
     ]
     with pytest.raises(errors.CommandFailed) as info:
         ssh.run_group(conns, ["true"], timeout=5)
@@ -133,11 +133,11 @@ def test_run_group_one_combined_error_after_all_answered() -> None:
 
 
 def test_run_group_all_unreachable_is_host_unreachable() -> None:
-    conns = [ssh.MockConnection(n, {("true",): errors.HostUnreachable(f"{n} off")}) for n in ("a", "b")]
+    conns = [testing.MockConnection(n, {("true",): errors.HostUnreachable(f"{n} off")}) for n in ("a", "b")]
     with pytest.raises(errors.HostUnreachable):
         ssh.run_group(conns, ["true"], timeout=5)
     with pytest.raises(errors.BadParameters):
-        ssh.run_group([ssh.MockConnection("a"), ssh.MockConnection("a")], ["true"], timeout=5)
+        ssh.run_group([testing.MockConnection("a"), testing.MockConnection("a")], ["true"], timeout=5)
 
 
 # -- LocalConnection and remote text files ---------------------------------------------------
