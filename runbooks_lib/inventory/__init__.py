@@ -2,7 +2,7 @@
 
 Import the package as a namespace: ``inventory.load(path)``,
 ``inventory.build(ips)``, ``inventory.diff(old, new)``. Modules: ``model``
-(Host, Group, group names), ``yaml_doc`` (hosts.yaml),
+(Host, Group, group names, the SSH address rule), ``yaml_doc`` (hosts.yaml),
 ``ini_doc`` (inventory.ini), ``document`` (Inventory: read, edit, validate,
 save), ``build`` (a new inventory from IPs), ``diff``.
 """
@@ -23,6 +23,7 @@ from runbooks_lib.inventory.model import (
     Format,
     Group,
     Host,
+    ssh_address,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "build",
     "diff",
     "load",
+    "ssh_address",
 ]

@@ -1,4 +1,5 @@
-"""The inventory model: hosts with their vars, groups as written, Kubespray's group names.
+"""The inventory model: hosts with their vars, groups as written, Kubespray's group names,
+and where Ansible reaches a host.
 
 Nothing here reads a file or touches a machine.
 """
@@ -35,6 +36,26 @@ LEGACY_GROUPS = {
 ADDRESS_VARS = ("ansible_host", "ip", "access_ip")
 
 
+def ssh_address(name: str, vars: Mapping[str, object]) -> str:  # noqa: A002 - Ansible's word
+    """The address Ansible (and so Kubespray's playbooks) connects to for inventory host ``name``.
+
+    Ansible's rule: ``ansible_host`` when it is set, else the inventory
+    hostname itself, resolved by the SSH client (Ansible's ssh connection
+    plugin also honours the older alias ``ansible_ssh_host``, which wins when
+    both are set). Kubespray's ``ip`` and ``access_ip`` are not SSH
+    addresses: ``ip`` is the address its services bind to and ``access_ip``
+    the one other nodes use to reach them (Kubespray docs/ansible/vars.md);
+    Ansible never connects to them, so neither does this library. This is the
+    one place the library decides it (:attr:`Host.address`,
+    :func:`runbooks_lib.ssh.from_inventory_host`).
+    """
+    for key in ("ansible_ssh_host", "ansible_host"):
+        value = str_or_none(vars.get(key))
+        if value is not None:
+            return value
+    return name
+
+
 @dataclass(frozen=True)
 class Host:
     """A host and its inventory vars (plain Python values)."""
@@ -60,8 +81,8 @@ class Host:
 
     @property
     def address(self) -> str:
-        """Where to reach the host: ansible_host, else ip, else its name."""
-        return self.ansible_host or self.ip or self.access_ip or self.name
+        """Where Ansible connects to the host over SSH (see :func:`ssh_address`)."""
+        return ssh_address(self.name, self.vars)
 
 
 @dataclass(frozen=True)

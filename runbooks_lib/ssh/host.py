@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbooks_lib.errors import BadParameters
+from runbooks_lib.inventory.model import ssh_address
 
 
 @dataclass(frozen=True)
@@ -32,21 +33,19 @@ def from_inventory_host(
 ) -> Host:
     """Build a :class:`Host` from an inventory host's name, address and variables.
 
-    The address falls back to ``ansible_host``, then ``access_ip``, then ``ip``
-    (Ansible's own order for reaching a host); user, port and key come from
-    ``ansible_user``, ``ansible_port`` and ``ansible_ssh_private_key_file``
-    unless given explicitly. Raises BadParameters when no address is known.
+    Without an explicit ``address`` the host is reached where Ansible would
+    reach it (:func:`runbooks_lib.inventory.model.ssh_address`: ``ansible_host``,
+    else the inventory name; never Kubespray's ``ip``/``access_ip``). User,
+    port and key come from ``ansible_user``, ``ansible_port`` and
+    ``ansible_ssh_private_key_file`` unless given explicitly. Raises
+    BadParameters for an empty name.
     """
+    if not name:
+        raise BadParameters("an inventory host needs a name", fix="pass the host's name as written in the inventory")
     hostvars = dict(vars or {})
-    address = address or hostvars.get("ansible_host") or hostvars.get("access_ip") or hostvars.get("ip")
-    if not address:
-        raise BadParameters(
-            f"inventory host {name} has no address",
-            fix="set ansible_host (or ip/access_ip) for it in the inventory",
-        )
     return Host(
         name=name,
-        address=str(address),
+        address=address or ssh_address(name, hostvars),
         user=user or str(hostvars.get("ansible_user") or "root"),
         port=int(hostvars.get("ansible_port") or 22),
         key_path=key_path or hostvars.get("ansible_ssh_private_key_file"),

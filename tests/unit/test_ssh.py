@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, ssh, testing
+from runbooks_lib import errors, inventory, ssh, testing
 
 
 def test_result_properties_and_tail() -> None:
@@ -80,10 +80,34 @@ def test_from_inventory_host() -> None:
         key_path="/k", known_hosts="/kh",
     )
     assert h == ssh.Host("node1", "10.0.0.1", "debian", 2222, "/k", "/kh")
-    assert ssh.from_inventory_host("n", None, {"ip": "10.1.0.1"}).address == "10.1.0.1"
-    assert ssh.from_inventory_host("n", "10.9.9.9", {"ansible_host": "x"}).address == "10.9.9.9"
+    assert ssh.from_inventory_host("n", "10.9.9.9", {"ansible_host": "x"}).address == "10.9.9.9"  # explicit wins
     with pytest.raises(errors.BadParameters):
-        ssh.from_inventory_host("n", None, {})
+        ssh.from_inventory_host("", None, {})
+
+
+# Ansible connects to ansible_host, else to the inventory hostname; Kubespray's ip/access_ip
+# are cluster addresses Ansible never connects to.
+ADDRESS_CASES = [
+    ({"ansible_host": "10.0.0.1"}, "10.0.0.1"),
+    ({"ip": "10.1.0.1"}, "node1"),
+    ({"access_ip": "10.2.0.1"}, "node1"),
+    ({"ansible_host": "10.0.0.1", "ip": "10.1.0.1", "access_ip": "10.2.0.1"}, "10.0.0.1"),
+    ({"ip": "10.1.0.1", "access_ip": "10.2.0.1"}, "node1"),
+    ({}, "node1"),
+    ({"ansible_host": ""}, "node1"),
+    ({"ansible_host": "10.0.0.1", "ansible_ssh_host": "10.0.0.9"}, "10.0.0.9"),  # the old alias wins, as in Ansible
+]
+
+
+@pytest.mark.parametrize(("hostvars", "expected"), ADDRESS_CASES)
+def test_inventory_host_and_ssh_host_agree_on_the_address(hostvars: dict, expected: str) -> None:
+    assert inventory.ssh_address("node1", hostvars) == expected
+    assert inventory.Host("node1", hostvars).address == expected
+    assert ssh.from_inventory_host("node1", None, hostvars).address == expected
+    inv = inventory.Inventory.parse(
+        "all:\n  hosts:\n    node1: " + ("{}" if not hostvars else str(hostvars).replace("'", '"')) + "\n", "yaml"
+    )
+    assert inv.host("node1").address == expected
 
 
 def test_connection_requires_known_hosts() -> None:
@@ -214,3 +238,4 @@ def test_write_text_argv_uses_hidden_temp_beside_target() -> None:
     ]
     # the script takes paths as positional parameters only
     assert "kube-apiserver" not in argv[2]
+
