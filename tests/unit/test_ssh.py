@@ -6,6 +6,7 @@ import base64
 import os
 import shlex
 import stat
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -240,6 +241,64 @@ def test_write_text_argv_uses_hidden_temp_beside_target() -> None:
     ]
     # the script takes paths as positional parameters only
     assert "kube-apiserver" not in argv[2]
+
+
+def test_local_put_and_get_copy_and_keep_the_target_mode(tmp_path: Path) -> None:
+    conn = ssh.LocalConnection()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"x" * 300_000)
+    dst.write_text("old")
+    dst.chmod(0o600)
+    ssh.put(conn, src, str(dst), timeout=10)
+    assert dst.read_bytes() == src.read_bytes() and stat.S_IMODE(dst.stat().st_mode) == 0o600
+    back = tmp_path / "back"
+    ssh.get(conn, str(dst), back, timeout=10)
+    assert back.read_bytes() == src.read_bytes()
+    with pytest.raises(errors.CommandFailed, match="No such file"):
+        ssh.get(conn, str(tmp_path / "absent"), back, timeout=10)
+    assert sorted(os.listdir(tmp_path)) == ["back", "dst", "src"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("how", ["put", "get"])
+def test_local_put_and_get_honour_their_timeout(tmp_path: Path, how: str) -> None:
+    # A FIFO whose writer sends a little and then stalls: the copy must give up at its timeout,
+    # leave the target as it was and no temp file behind.
+    fifo, dst = tmp_path / "fifo", tmp_path / "dst"
+    os.mkfifo(fifo)
+    dst.write_text("previous")
+    stop = threading.Event()
+
+    def slow_writer() -> None:
+        with open(fifo, "wb") as w:
+            w.write(b"partial")
+            w.flush()
+            stop.wait(30)
+
+    writer = threading.Thread(target=slow_writer, daemon=True)
+    writer.start()
+    conn = ssh.LocalConnection()
+    start = time.monotonic()
+    try:
+        with pytest.raises(errors.CommandFailed, match="did not finish within 1s"):
+            if how == "put":
+                ssh.put(conn, fifo, str(dst), timeout=1)
+            else:
+                ssh.get(conn, str(fifo), dst, timeout=1)
+    finally:
+        stop.set()
+        writer.join(5)
+    assert 0.9 < time.monotonic() - start < 3
+    assert dst.read_text() == "previous"
+    assert sorted(os.listdir(tmp_path)) == ["dst", "fifo"]
+
+
+def test_local_get_from_a_fifo_nobody_writes_to_times_out(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(errors.CommandFailed, match="did not finish within 0.5s"):
+        ssh.get(ssh.LocalConnection(), str(fifo), tmp_path / "out", timeout=0.5)
+    assert time.monotonic() - start < 2
 
 
 # -- no secrets in errors ---------------------------------------------------------------------
