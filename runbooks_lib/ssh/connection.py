@@ -15,6 +15,7 @@ import io
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -329,6 +330,7 @@ class Connection(BaseConnection):
         result: fabric.runners.Result | None = None
         timed_out = False
         broken: BaseException | None = None
+        started = time.monotonic()
         with _Watchdog(conn.client, timeout + _WATCHDOG_GRACE) as watchdog:
             try:
                 result = conn.run(
@@ -346,7 +348,11 @@ class Connection(BaseConnection):
                 result = exc.result
             except (OSError, EOFError, paramiko.SSHException, ThreadException) as exc:
                 broken = exc
-        # exited -1: the channel closed without an exit status (a signal, or the connection died).
+        # exited -1: the channel closed without an exit status (a signal, the connection died, or
+        # invoke's timer closed it). invoke reports its own timeout only once the timer thread has
+        # ended, which on a busy machine can be after run() returned: the elapsed time decides then.
+        if result is not None and result.exited == -1 and time.monotonic() - started >= timeout:
+            timed_out = True
         if timed_out or (watchdog.fired and (result is None or result.exited == -1)):
             raise self._timed_out(command, timeout, result.stderr if result is not None else "")
         if broken is not None:
