@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors
+import runbooks_lib.inventory
+from runbooks_lib import errors, inventory
 from runbooks_lib.inventory import Inventory, build, diff
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -18,6 +20,20 @@ COMMENTED = DATA / "hosts.commented.yaml"
 @pytest.mark.parametrize("path", [BUILDER, CURRENT_INI, COMMENTED])
 def test_unchanged_files_are_written_back_byte_for_byte(path: Path) -> None:
     assert Inventory.load(path).dumps() == path.read_text()
+
+
+def test_package_reads_as_a_namespace_and_its_init_only_re_exports() -> None:
+    inv = inventory.load(CURRENT_INI)
+    assert isinstance(inv, inventory.Inventory) and inv.format == "ini"
+    assert isinstance(inv.host("node1"), inventory.Host)
+    assert inventory.diff(inv, inv.copy()).empty and inventory.build(["10.0.0.1"]).format == "yaml"
+    with pytest.raises(errors.BadParameters, match="does not exist"):
+        inventory.load(DATA / "absent.yaml")
+    tree = ast.parse(Path(runbooks_lib.inventory.__file__).read_text())
+    for i, node in enumerate(tree.body):
+        docstring = i == 0 and isinstance(node, ast.Expr)
+        exports = isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__all__"]  # type: ignore[attr-defined]
+        assert docstring or exports or isinstance(node, ast.ImportFrom), f"logic in the package __init__: {ast.dump(node)[:80]}"
 
 
 def test_builder_yaml_model() -> None:

