@@ -491,6 +491,8 @@ def run(
     )
     if check and not outcome.ok:
         if outcome.host_key_failures:
-            raise _host_key_error(outcome)
+            error = _host_key_error(outcome)
+            error.run = outcome  # type: ignore[attr-defined]  # recap and log for the caller
+            raise error
         raise _failure(outcome, output)
     return outcome
