@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, etcd, kube, runbook, ssh
+from runbooks_lib import controlplane, errors, etcd, kube, runbook, ssh
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster
 
@@ -91,7 +91,7 @@ def test_kube_nodes_through_either_control_plane(installed: LabCluster) -> None:
     pods = kube.pod_health(api, "kube-system")
     assert {p.name.split("-")[0] for p in pods} >= {"coredns", "nodelocaldns", "kube"}
     with connect(c, "node1") as conn:
-        servers = kube.read_etcd_servers(conn)
+        servers = controlplane.read_etcd_servers(conn)
     assert sorted(servers) == [f"https://{c.ip(n)}:2379" for n in ETCD_HOSTS]
 
 
