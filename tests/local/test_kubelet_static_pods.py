@@ -81,6 +81,14 @@ def test_changed_manifest_restarts_the_unit_and_replaces_the_mirror_pod(api_serv
             started = second["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
             assert started == staticpods.iso(runtime.started) and second["status"]["phase"] == "Running"
 
+            # The node controller marks pods of a NotReady node not ready: the next check reports Ready again.
+            await api.patch(PODS, "kube-apiserver-cp1", {"status": {"conditions": [
+                {"type": "Ready", "status": "False"}]}}, "kube-system", subresource="status")
+            await static.sync()
+            again = await api.get(PODS, "kube-apiserver-cp1", "kube-system")
+            assert {c["type"]: c["status"] for c in again["status"]["conditions"]}["Ready"] == "True"
+            assert runtime.restarted == ["kube-apiserver.service"]
+
             # A kubelet restart remembers the running manifest through the mirror pod's hash.
             fresh = staticpods.StaticPods(api, "cp1", "127.0.0.2", manifests, 0.1, lambda: None, runtime)
             await fresh.sync()

@@ -177,8 +177,8 @@ class StaticPods:
                 await self.runtime.restart(unit)
                 self.restarts += 1
                 started = await self.runtime.started_at(unit) or started
-            if self.published.get(name) != (digest, started):
-                await self._publish(manifest, digest, started)
+            # Every check, like kubelet's status sync: the node controller may have marked the pod not ready.
+            await self._publish(manifest, digest, started)
 
     async def _running_hash(self, name: str, manifest: Mapping) -> str | None:
         if name in self.published:
@@ -218,6 +218,9 @@ class StaticPods:
             # A new manifest is a new pod (kubelet: the UID derives from the hash): replace the mirror.
             await self.api.delete(kc.PODS, name, namespace, grace_period_seconds=0, uid=pod["metadata"]["uid"])
             pod = None
+        status = mirror_status(manifest, self.node_ip, started)
+        if pod is not None and _same_status(pod.get("status") or {}, status):
+            return
         if pod is None:
             body = mirror_pod(manifest, self.node, self.node_uid(), digest, iso(started))
             try:
@@ -225,5 +228,14 @@ class StaticPods:
             except kc.ApiError as exc:
                 if not exc.conflict:
                     raise
-        await self.api.patch(kc.PODS, name, {"status": mirror_status(manifest, self.node_ip, started)}, namespace,
-                             subresource="status")
+        await self.api.patch(kc.PODS, name, {"status": status}, namespace, subresource="status")
+
+
+def _same_status(live: Mapping, desired: Mapping) -> bool:
+    """True when the live status already says Running, Ready, since the same start."""
+    def key(status: Mapping) -> tuple:
+        ready = next((c.get("status") for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+        starts = tuple(((c.get("state") or {}).get("running") or {}).get("startedAt")
+                       for c in status.get("containerStatuses") or ())
+        return status.get("phase"), ready, starts
+    return key(live) == key(desired)
