@@ -51,15 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         description = lab.description()
         hosts = cluster.write_inventory(inventory_dir, description)
         print(f"lab: {len(description['machines'])} machines; inventory {hosts}", flush=True)
-        _timed("cluster.yml (2 cp, 3 etcd, 2 workers)", "cluster.yml", hosts)
-        _timed("cluster.yml again (idempotent)", "cluster.yml", hosts)
+        known = description["known_hosts"]
+        _timed("cluster.yml (2 cp, 3 etcd, 2 workers)", "cluster.yml", hosts, known_hosts=known)
+        _timed("cluster.yml again (idempotent)", "cluster.yml", hosts, known_hosts=known)
         doc = yaml.safe_load(hosts.read_text())
         ip = next(m["ip"] for m in description["machines"] if m["name"] == "node5")
         doc["all"]["hosts"]["node5"] = {"ansible_host": ip, "ip": ip, "access_ip": ip}
         doc["all"]["children"]["kube_node"]["hosts"]["node5"] = None
         hosts.write_text(yaml.safe_dump(doc, sort_keys=False))
-        _timed("facts.yml", "facts.yml", hosts)
-        _timed("scale.yml --limit=node5", "scale.yml", hosts, limit="node5")
+        _timed("facts.yml", "facts.yml", hosts, known_hosts=known)
+        _timed("scale.yml --limit=node5", "scale.yml", hosts, known_hosts=known, limit="node5")
     finally:
         if not args.keep:
             lab.restore_all(SNAPSHOT)

@@ -5,10 +5,19 @@ fact cache that ``facts.yml`` then ``--limit`` relies on) and ``-b``. Prompts
 would block a headless run, so remove-node gets ``-e skip_confirmation=yes``
 and reset ``-e reset_confirmation=yes``. Output is streamed line by line to a
 callback and a log file; the PLAY RECAP and the failed tasks are parsed from it.
+
+Host keys are always verified against the cluster's known_hosts file (a
+required argument), whatever the checkout's ansible.cfg says: Kubespray's own
+turns host_key_checking off and sets ``UserKnownHostsFile=/dev/null``. The
+run's environment overrides both (ANSIBLE_HOST_KEY_CHECKING, ANSIBLE_SSH_ARGS:
+the checkout's ssh_args with its host-key options replaced); the checkout is
+never edited. A host whose key is unknown or changed fails the run with a
+HostKeyError before any task runs on it.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 import shlex
@@ -17,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runbooks_lib import errors, local
+from runbooks_lib import errors, knownhosts, local
 from runbooks_lib.runbook import redact
 
 # Logical name -> file names, preferred first. facts.yml moved to playbooks/ in
@@ -119,9 +128,42 @@ class PlaybookCommand:
     argv: tuple[str, ...]
     cwd: Path
     playbook: str  # file name relative to cwd, e.g. "playbooks/facts.yml"
+    known_hosts: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # the host-key settings the run needs
 
     def __str__(self) -> str:
-        return f"cd {shlex.quote(str(self.cwd))} && {shlex.join(self.argv)}"
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return f"cd {shlex.quote(str(self.cwd))} && {env + ' ' if env else ''}{shlex.join(self.argv)}"
+
+
+def checkout_ssh_args(path: str | Path) -> str | None:
+    """``[ssh_connection] ssh_args`` of the ansible.cfg in ``path`` (None when unset or no file)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False, inline_comment_prefixes=(";",))
+    try:
+        parser.read(Path(path) / "ansible.cfg")
+    except configparser.Error as exc:
+        raise errors.BadParameters(f"cannot read {Path(path) / 'ansible.cfg'}: {exc}",
+                                   fix="check the Kubespray checkout's ansible.cfg") from None
+    return parser.get("ssh_connection", "ssh_args", fallback=None)
+
+
+def host_key_env(checkout: Checkout, known_hosts: str | Path) -> dict[str, str]:
+    """Environment that makes ansible-playbook in ``checkout`` verify host keys against ``known_hosts``.
+
+    ANSIBLE_HOST_KEY_CHECKING=True and ANSIBLE_SSH_ARGS = the checkout's
+    ssh_args (ControlMaster, ControlPersist, ConnectionAttempts... kept) with
+    UserKnownHostsFile=KNOWN_HOSTS, GlobalKnownHostsFile=/dev/null and
+    StrictHostKeyChecking=yes instead of its own host-key options. Raises
+    BadParameters when ``known_hosts`` does not exist. Reads ansible.cfg only.
+    """
+    path = Path(known_hosts).expanduser()
+    if not path.is_file():
+        raise errors.BadParameters(
+            f"known_hosts file {path} does not exist",
+            fix="pass the cluster's known_hosts (the file the ssh module uses) with every host's key pinned; "
+                "host keys are always verified")
+    return {"ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_ARGS": knownhosts.ssh_args(checkout_ssh_args(checkout.path), path)}
 
 
 def _extra_var(key: str, value: object) -> str:
@@ -140,6 +182,7 @@ def command(
     playbook: str,
     *,
     inventory: str | Path,
+    known_hosts: str | Path,
     ansible_playbook: str | Path = "ansible-playbook",
     limit: str | Sequence[str] | None = None,
     extra_vars: Mapping[str, object] | None = None,
@@ -151,9 +194,11 @@ def command(
 
     ``playbook`` is a logical name (``facts``, ``remove-node``...) or a file in
     the checkout. The no-prompt vars of remove-node/reset are added unless
-    ``answer_prompts`` is False (then the playbook asks, as on a terminal). Raises
-    BadParameters for a missing inventory, PreconditionFailed for a playbook
-    the checkout lacks. Pure: nothing is run.
+    ``answer_prompts`` is False (then the playbook asks, as on a terminal).
+    ``known_hosts`` is the cluster's known_hosts file: the command carries the
+    environment that verifies every host key against it (:func:`host_key_env`).
+    Raises BadParameters for a missing inventory or known_hosts,
+    PreconditionFailed for a playbook the checkout lacks. Nothing is run.
     """
     inv = Path(inventory).expanduser()
     if not inv.is_absolute():
@@ -174,7 +219,8 @@ def command(
         argv += ["-e", _extra_var(key, value)]
     if verbosity:
         argv.append("-" + "v" * verbosity)
-    return PlaybookCommand(tuple(argv), checkout.path, str(book))
+    env = host_key_env(checkout, known_hosts)
+    return PlaybookCommand(tuple(argv), checkout.path, str(book), Path(known_hosts).expanduser().resolve(), env)
 
 
 # --------------------------------------------------------------------------- output parsing
@@ -299,6 +345,7 @@ class PlaybookRun:
     dry_run: bool = False
     timed_out: bool = False
     output_tail: str = field(default="", repr=False)  # the last lines of output, colours stripped, redacted
+    host_key_failures: tuple[knownhosts.HostKeyFailure, ...] = ()  # hosts refused for their SSH host key
 
     @property
     def ok(self) -> bool:
@@ -359,6 +406,39 @@ def _failure(run: PlaybookRun, output: str) -> errors.RunbookError:
     )
 
 
+def _host_key_error(run: PlaybookRun) -> errors.HostKeyError:
+    """One HostKeyError for every host refused for its key: both fingerprints where known, and the fix."""
+    known = str(run.command.known_hosts or "the known_hosts file")
+    lines, fixes, hosts = [], [], []
+    for failure in run.host_key_failures:
+        hosts.append(failure.host)
+        where = f"{failure.host} ({failure.address})" if failure.address else failure.host
+        pins = knownhosts.pinned(known, failure.address) if failure.address else ()
+        offered = [failure.presented] if failure.presented else []
+        if not offered and failure.address:
+            offered = [str(k) for k in knownhosts.scan(failure.address)]  # unverified: shown, never pinned
+        pinned_text = ", ".join(map(str, pins)) if pins else "no key"
+        offered_text = " / ".join(offered) if offered else "(not known: the host did not answer ssh-keyscan)"
+        state = "REMOTE HOST IDENTIFICATION HAS CHANGED" if failure.changed or pins else "host key not pinned"
+        lines.append(f"  {where}: {state}: {known} pins {pinned_text}; the host presented {offered_text}")
+        if failure.address:
+            fixes.append(f"ssh-keygen -R {shlex.quote(failure.address)} -f {shlex.quote(known)}; "
+                         f"ssh-keyscan -t ed25519 {shlex.quote(failure.address)} >> {shlex.quote(known)}")
+    book = run.command.playbook
+    return errors.HostKeyError(
+        f"ansible-playbook {book} refused to connect to {', '.join(hosts)}: the SSH host key is not the one "
+        f"pinned in {known}, so no task ran there\n" + "\n".join(lines),
+        host=", ".join(hosts),
+        command=list(run.command.argv),
+        exit_code=run.rc,
+        fix=("if the machine was reinstalled, confirm its new fingerprint out of band (on its console: "
+             "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), then pin it deliberately: "
+             + "; ".join(fixes or [f"remove the old line from {known} with ssh-keygen -R and append the new key"])
+             + " (compare the appended key's fingerprint, `ssh-keygen -lf` on that line, with the console's "
+             "before rerunning); otherwise do not connect: someone may be intercepting the connection"),
+    )
+
+
 def run(
     cmd: PlaybookCommand,
     *,
@@ -376,7 +456,10 @@ def run(
     seconds. ``dry_run`` returns the command without running anything.
     Raises PlaybookFailed naming the failed task(s), host(s) and message, or
     WaitTimedOut naming the playbook and the task it was stuck in;
-    ``check=False`` returns the PlaybookRun instead. Side effects: whatever
+    HostKeyError (before PlaybookFailed) when a host's SSH key is unknown or
+    changed, naming the host, the pinned and the presented fingerprints and
+    how to pin the new key; ``check=False`` returns the PlaybookRun instead
+    (``host_key_failures`` set). Side effects: whatever
     the playbook does; the log file is appended.
     """
     log = Path(log_path) if log_path is not None else None
@@ -388,7 +471,9 @@ def run(
             on_line(strip_colors(line))
 
     # Unbuffered Python so lines arrive as they are printed; no colours in the log.
-    run_env = {"PYTHONUNBUFFERED": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **dict(env or {})}
+    # The host-key settings come last: nothing passed in can switch verification off.
+    run_env = {"PYTHONUNBUFFERED": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **dict(env or {}),
+               **dict(cmd.env)}
     start = time.monotonic()
     result = local.run(cmd.argv, timeout=timeout, check=False, cwd=cmd.cwd, env=run_env,
                        on_line=show, log_path=log)
@@ -402,7 +487,12 @@ def run(
         duration=time.monotonic() - start,
         timed_out=result.timed_out,
         output_tail=redact(strip_colors(output[-OUTPUT_TAIL_CHARS:])),
+        host_key_failures=tuple(knownhosts.failures_in_ansible_output(strip_colors(result.stdout))),
     )
     if check and not outcome.ok:
+        if outcome.host_key_failures:
+            error = _host_key_error(outcome)
+            error.run = outcome  # type: ignore[attr-defined]  # recap and log for the caller
+            raise error
         raise _failure(outcome, output)
     return outcome

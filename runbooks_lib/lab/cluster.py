@@ -191,19 +191,22 @@ def close_ssh_masters(control_dir: Path | None = None) -> None:
         local.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab-machine"], timeout=10, check=False)
 
 
-def run_playbook(playbook: str, inventory: Path, *, kubespray_dir: Path = KUBESPRAY_DIR,
+def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kubespray_dir: Path = KUBESPRAY_DIR,
                  extra_vars: Mapping[str, object] | None = None, limit: str | None = None,
                  timeout: float = PLAYBOOK_TIMEOUT, echo: Callable[[str], None] | None = None,
                  check: bool = True, answer_prompts: bool = True,
                  log_path: Path | None = None) -> kubespray.PlaybookRun:
     """Run ``ansible-playbook -i INVENTORY -b PLAYBOOK`` in the Kubespray directory (runbooks_lib.kubespray).
 
+    Host keys are verified against ``known_hosts`` (the lab's: ``read_description()["known_hosts"]``),
+    whatever the stand-in's ansible.cfg says, exactly as against a real checkout.
     Output lines go to ``echo`` as they come (and are appended to ``log_path``); the run is killed after
-    ``timeout`` seconds. Raises PlaybookFailed or WaitTimedOut unless ``check``
+    ``timeout`` seconds. Raises HostKeyError, PlaybookFailed or WaitTimedOut unless ``check``
     is False. ``answer_prompts=False`` leaves out skip_confirmation/reset_confirmation.
     """
     checkout = kubespray.detect(kubespray_dir)
-    cmd = kubespray.command(checkout, playbook, inventory=inventory, ansible_playbook=ansible_playbook_path(),
+    cmd = kubespray.command(checkout, playbook, inventory=inventory, known_hosts=known_hosts,
+                            ansible_playbook=ansible_playbook_path(),
                             limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts)
     return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path, env=playbook_env())
 
@@ -236,7 +239,8 @@ def _cluster(args: argparse.Namespace) -> int:
     print(f"inventory {inventory}, parameters {params}", file=sys.stderr)
     if args.no_install:
         return 0
-    run = run_playbook("cluster.yml", inventory, echo=print, check=False, log_path=inventory_dir / "cluster.yml.log",
+    run = run_playbook("cluster.yml", inventory, known_hosts=description["known_hosts"], echo=print, check=False,
+                       log_path=inventory_dir / "cluster.yml.log",
                        extra_vars={k: v for k, v in (e.split("=", 1) for e in args.extra_vars)})
     print(summary(run, inventory, params))
     return 0 if run.ok else 1

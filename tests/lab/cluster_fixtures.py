@@ -49,7 +49,8 @@ class LabCluster:
                  limit: str | None = None, timeout: float = 900,
                  log_path: Path | None = None) -> kubespray.PlaybookRun:
         """Run a playbook exactly as an operator would; a failure is returned, not raised."""
-        return cluster.run_playbook(playbook, self.hosts, extra_vars=extra_vars, limit=limit,
+        return cluster.run_playbook(playbook, self.hosts, known_hosts=self.description["known_hosts"],
+                                    extra_vars=extra_vars, limit=limit,
                                     timeout=timeout, check=False, answer_prompts=False, log_path=log_path)
 
     def kubectl(self, *args: str, server_node: str | None = None, check: bool = True,
@@ -106,7 +107,8 @@ def kubespray_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Ite
     inventory_dir = tmp_path_factory.mktemp("kubespray-inventory")
     cluster.write_inventory(inventory_dir, description,
                             group_vars={"ingress_nginx_enabled": True, "ingress_nginx_host_network": True})
-    run = cluster.run_playbook("cluster.yml", inventory_dir / "hosts.yaml", check=False, timeout=1200,
+    run = cluster.run_playbook("cluster.yml", inventory_dir / "hosts.yaml", known_hosts=description["known_hosts"],
+                               check=False, timeout=1200,
                                log_path=inventory_dir / "cluster.yml.log")
     if not run.ok:
         failed = "\n".join(f"{t.status}: {t.host}: {t.task}: {t.message}" for t in run.failed_tasks)

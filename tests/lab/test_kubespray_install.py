@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from runbooks_lib import kubespray
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import LabCluster
 from tests.waiting import wait_until, wait_value
@@ -226,7 +227,12 @@ def test_prompts_wait_for_an_answer(kubespray_cluster: LabCluster) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen([str(cluster.ansible_playbook_path()), "-i", str(c.hosts), "-b", "remove-node.yml",
-                             "-e", "node=node4"], cwd=cluster.KUBESPRAY_DIR, env={**os.environ, **cluster.playbook_env()}, stdin=secondary, stdout=secondary,
+                             "-e", "node=node4"], cwd=cluster.KUBESPRAY_DIR,
+                            # plain ansible-playbook: the host-key settings are passed explicitly
+                            env={**os.environ, **cluster.playbook_env(),
+                                 **kubespray.host_key_env(kubespray.detect(cluster.KUBESPRAY_DIR),
+                                                          c.description["known_hosts"])},
+                            stdin=secondary, stdout=secondary,
                             stderr=secondary, start_new_session=True, preexec_fn=controlling_terminal)
     os.close(secondary)
     output = b""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, etcd, kube, runbook, ssh
+from runbooks_lib import controlplane, errors, etcd, kube, runbook, ssh
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster
 
@@ -91,7 +91,7 @@ def test_kube_nodes_through_either_control_plane(installed: LabCluster) -> None:
     pods = kube.pod_health(api, "kube-system")
     assert {p.name.split("-")[0] for p in pods} >= {"coredns", "nodelocaldns", "kube"}
     with connect(c, "node1") as conn:
-        servers = kube.read_etcd_servers(conn)
+        servers = controlplane.read_etcd_servers(conn)
     assert sorted(servers) == [f"https://{c.ip(n)}:2379" for n in ETCD_HOSTS]
 
 
@@ -108,3 +108,27 @@ def test_kube_drain_evicts_through_the_eviction_api(installed: LabCluster) -> No
     finally:
         kube.uncordon(api, "node4")
     assert not kube.node(api, "node4").unschedulable
+
+
+def test_etcd_servers_edit_takes_effect_through_the_kubelet(installed: LabCluster) -> None:
+    """The manifest edit alone restarts the API server (kubelet's static pod), as on a kubeadm control plane."""
+    c = installed
+    api = kube.client_from_kubeconfig(str(c.kubeconfig), server=f"https://{c.ip('node1')}:6443")
+    mirror = "/api/v1/namespaces/kube-system/pods/kube-apiserver-node1"
+    before = kube.api.get(api, mirror)
+    assert before is not None, "the kubelet stand-in publishes the API server's mirror pod"
+    with connect(c, "node1") as conn:
+        old = controlplane.read_etcd_servers(conn)
+        fewer = tuple(s for s in old if c.ip("node3") not in s)
+        change = controlplane.set_etcd_servers(conn, fewer)
+        try:
+            assert change.changed and change.modified is not None
+            waited = controlplane.wait_for_apiserver(api, change, timeout=120, interval=2)
+            assert waited.attempts > 1  # it was not serving with the new list at once: kubelet restarted it
+            after = kube.api.get(api, mirror)
+            assert after["metadata"]["uid"] != before["metadata"]["uid"]
+            assert f"--etcd-servers={','.join(fewer)}" in after["spec"]["containers"][0]["command"]
+            assert {n.name for n in kube.nodes(api)} >= {"node1", "node2", "node3", "node4"}
+        finally:
+            back = controlplane.set_etcd_servers(conn, old)
+            controlplane.wait_for_apiserver(api, back, timeout=120, interval=2)

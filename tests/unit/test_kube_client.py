@@ -410,36 +410,3 @@ def test_apply_is_idempotent(fake: FakeApiServer, api) -> None:
     assert fake.objects["/apis/apps/v1/namespaces/demo/deployments/web"]["spec"]["replicas"] == 3
     with pytest.raises(errors.BadParameters):
         kube.apply(api, {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
-
-
-# -- kube-apiserver manifest ------------------------------------------------------------------------
-
-
-def test_read_and_set_etcd_servers_changes_only_that_flag() -> None:
-    manifest = (DATA / "kube-apiserver.yaml").read_text()
-    path = kube.APISERVER_MANIFEST
-    conn = ssh.MockConnection("node1")
-    conn.expect(["cat", "--", path], manifest)
-    conn.expect(ssh.write_text_argv(path), "")
-    assert kube.read_etcd_servers(conn) == (
-        "https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379")
-    new = ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
-    change = kube.set_etcd_servers(conn, new)
-    assert change.changed and change.old[-1] == "https://10.0.0.3:2379" and change.new == new
-    written = conn.calls[-1].input.decode()
-    old_lines, new_lines = manifest.splitlines(), written.splitlines()
-    diff = [(a, b) for a, b in zip(old_lines, new_lines) if a != b]
-    assert len(old_lines) == len(new_lines) and len(diff) == 1
-    assert diff[0][1].strip() == "- --etcd-servers=https://10.0.0.1:2379,https://10.0.0.2:2379"
-    assert kube.etcd_servers_in(written) == new
-
-
-def test_set_etcd_servers_noop_and_validation() -> None:
-    manifest = (DATA / "kube-apiserver.yaml").read_text()
-    conn = ssh.MockConnection("node1", {("cat", "--", kube.APISERVER_MANIFEST): manifest})
-    same = kube.set_etcd_servers(conn, kube.etcd_servers_in(manifest))
-    assert not same.changed and len(conn.calls) == 1  # no write
-    with pytest.raises(errors.BadParameters):
-        kube.set_etcd_servers(conn, ["http://10.0.0.1:2379"])
-    with pytest.raises(errors.PreconditionFailed):
-        kube.etcd_servers_in("apiVersion: v1\nkind: Pod\nspec:\n  containers: []\n")

@@ -119,3 +119,22 @@ def test_lease_is_owned_by_the_node():
     assert lease["metadata"]["namespace"] == "kube-node-lease"
     assert lease["metadata"]["ownerReferences"][0] == {"apiVersion": "v1", "kind": "Node", "name": "node1", "uid": "uid-1"}
     assert lease["spec"]["holderIdentity"] == "node1" and lease["spec"]["leaseDurationSeconds"] == 40
+
+
+def test_static_pod_settings_default_as_upstream_and_read_from_the_config(tmp_path) -> None:
+    from runbooks_lib.lab.kubelet import staticpods
+    from runbooks_lib.lab.kubelet.config import KubeletConfig, load_config
+
+    assert (KubeletConfig().static_pod_path, KubeletConfig().file_check_frequency) == (None, 20.0)
+    path = tmp_path / "kubelet-config.yaml"
+    path.write_text("kind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\nfileCheckFrequency: 5s\n")
+    config = load_config(path)
+    assert (config.static_pod_path, config.file_check_frequency) == ("/etc/kubernetes/manifests", 5.0)
+    assert staticpods.parse_systemd_time("Sun 2026-11-29 02:04:50.250000 UTC") == 1795917890.25
+    assert staticpods.parse_systemd_time("") is None
+    manifest = {"metadata": {"name": "kube-apiserver", "namespace": "kube-system", "labels": {"tier": "control-plane"}},
+                "spec": {"containers": [{"name": "kube-apiserver", "image": "x"}]}}
+    pod = staticpods.mirror_pod(manifest, "node1", "uid-1", "abc", "2026-11-29T02:04:50Z")
+    assert pod["metadata"]["name"] == "kube-apiserver-node1" and pod["spec"]["nodeName"] == "node1"
+    assert pod["metadata"]["annotations"]["kubernetes.io/config.mirror"] == "abc"
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Node"

@@ -19,6 +19,7 @@ from runbooks_lib.lab.kubeapi import client as kc
 from runbooks_lib.lab.kubelet import node as nodeobj
 from runbooks_lib.lab.kubelet.config import KubeletConfig, resolv_conf_loops
 from runbooks_lib.lab.kubelet.pods import PodWorker, PortAllocator
+from runbooks_lib.lab.kubelet.staticpods import StaticPods
 
 log = logging.getLogger(__name__)
 RETRY = 1.0
@@ -39,6 +40,10 @@ class Kubelet:
         self.node_uid: str | None = None
         self.workers: dict[str, PodWorker] = {}
         self.ports = PortAllocator(facts.ip)
+        # staticPodPath: manifests whose "containers" are units of this machine (see staticpods.py)
+        self.static = (StaticPods(api, facts.name, facts.ip, Path(config.static_pod_path),
+                                  config.file_check_frequency, lambda: self.node_uid)
+                       if config.static_pod_path else None)
         # resolvConf is read once at start, like kubelet: fixing it needs a kubelet restart.
         self.dns_loops = resolv_conf_loops(config.resolv_conf)
         if self.dns_loops:
@@ -60,6 +65,8 @@ class Kubelet:
                 asyncio.create_task(self._every(stop, self.lease_renew_interval, self.renew_lease)),
                 asyncio.create_task(self.watch_pods(stop)),
             ]
+            if self.static is not None:
+                tasks.append(asyncio.create_task(self.static.run(stop)))
             await stop.wait()
         finally:
             for task in tasks:
@@ -177,6 +184,8 @@ class Kubelet:
     def _pod_seen(self, pod: dict) -> None:
         if (pod.get("spec") or {}).get("nodeName") != self.name:
             return
+        if self.static is not None and self.static.owns(pod):
+            return  # a mirror pod: its static pod runs from the manifest, not from this object
         uid = pod["metadata"]["uid"]
         worker = self.workers.get(uid)
         if worker is not None:

@@ -58,6 +58,8 @@ class KubeletConfig:
     client_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_private_key_file: str | None = None
+    static_pod_path: str | None = None  # upstream default: none (kubeadm and Kubespray set /etc/kubernetes/manifests)
+    file_check_frequency: float = 20.0  # how often the static pod manifests are read again
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -91,6 +93,8 @@ def load_config(path: str | Path | None) -> KubeletConfig:
             client_ca_file=auth.get("clientCAFile"),
             tls_cert_file=doc.get("tlsCertFile"),
             tls_private_key_file=doc.get("tlsPrivateKeyFile"),
+            static_pod_path=doc.get("staticPodPath") or None,
+            file_check_frequency=parse_duration(doc.get("fileCheckFrequency", "20s")),
             raw=doc,
         )
     except (TypeError, ValueError) as exc:

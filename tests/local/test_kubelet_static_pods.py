@@ -1,0 +1,99 @@
+"""The kubelet stand-in's static pods against a real API stand-in (memory storage): a changed manifest
+restarts its unit (a fake runtime records it) and the mirror pod follows, as kubelet does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib.lab.kubeapi.client import PODS, KubeClient
+from runbooks_lib.lab.kubelet import staticpods
+
+pytestmark = pytest.mark.local
+
+MANIFEST = """apiVersion: v1
+kind: Pod
+metadata:
+  name: kube-apiserver
+  namespace: kube-system
+  labels: {component: kube-apiserver, tier: control-plane}
+spec:
+  hostNetwork: true
+  containers:
+  - name: kube-apiserver
+    image: registry.k8s.io/kube-apiserver:v1.30.6
+    command: [kube-apiserver, --etcd-servers=https://10.0.0.1:2379]
+"""
+
+
+class FakeRuntime:
+    """A unit that 'starts' when restarted; records restarts."""
+
+    def __init__(self, started: float | None) -> None:
+        self.started = started
+        self.restarted: list[str] = []
+
+    async def started_at(self, unit: str) -> float | None:
+        return self.started
+
+    async def restart(self, unit: str) -> None:
+        self.restarted.append(unit)
+        self.started = time.time()
+
+
+def test_changed_manifest_restarts_the_unit_and_replaces_the_mirror_pod(api_server, tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    path = manifests / "kube-apiserver.yaml"
+    path.write_text(MANIFEST)
+    runtime = FakeRuntime(started=time.time() + 1)  # started after the manifest was written (as by Ansible)
+
+    async def scenario() -> None:
+        api = KubeClient.from_kubeconfig(str(api_server.kubeconfig))
+        try:
+            static = staticpods.StaticPods(api, "cp1", "127.0.0.2", manifests, 0.1, lambda: None, runtime)
+            await static.sync()
+            assert runtime.restarted == []  # the unit already runs this manifest
+            first = await api.get(PODS, "kube-apiserver-cp1", "kube-system")
+            annotations = first["metadata"]["annotations"]
+            assert annotations["kubernetes.io/config.hash"] == staticpods.manifest_hash(MANIFEST)
+            assert annotations["kubernetes.io/config.mirror"] and first["spec"]["nodeName"] == "cp1"
+            assert first["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            assert static.owns(first)
+            await static.sync()
+            assert runtime.restarted == []  # nothing changed: no restart
+            path.touch()  # a newer file with the same content is not a new pod either
+            await static.sync()
+            assert runtime.restarted == []
+
+            time.sleep(1.1)
+            new = MANIFEST.replace("10.0.0.1:2379", "10.0.0.2:2379")
+            path.write_text(new)
+            await static.sync()
+            assert runtime.restarted == ["kube-apiserver.service"]
+            second = await api.get(PODS, "kube-apiserver-cp1", "kube-system")
+            assert second["metadata"]["uid"] != first["metadata"]["uid"]  # a new pod, as kubelet makes it
+            assert second["metadata"]["annotations"]["kubernetes.io/config.hash"] == staticpods.manifest_hash(new)
+            assert "--etcd-servers=https://10.0.0.2:2379" in second["spec"]["containers"][0]["command"]
+            started = second["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            assert started == staticpods.iso(runtime.started) and second["status"]["phase"] == "Running"
+
+            # The node controller marks pods of a NotReady node not ready: the next check reports Ready again.
+            await api.patch(PODS, "kube-apiserver-cp1", {"status": {"conditions": [
+                {"type": "Ready", "status": "False"}]}}, "kube-system", subresource="status")
+            await static.sync()
+            again = await api.get(PODS, "kube-apiserver-cp1", "kube-system")
+            assert {c["type"]: c["status"] for c in again["status"]["conditions"]}["Ready"] == "True"
+            assert runtime.restarted == ["kube-apiserver.service"]
+
+            # A kubelet restart remembers the running manifest through the mirror pod's hash.
+            fresh = staticpods.StaticPods(api, "cp1", "127.0.0.2", manifests, 0.1, lambda: None, runtime)
+            await fresh.sync()
+            assert runtime.restarted == ["kube-apiserver.service"]
+        finally:
+            await api.close()
+
+    asyncio.run(scenario())
