@@ -39,15 +39,3 @@ __all__ = [
     "write_text",
     "write_text_argv",
 ]
-
-# Transitional: tests on other branches still spell the test double ssh.MockConnection / ssh.Reply.
-# Remove once every caller imports runbooks_lib.testing.
-_MOVED_TO_TESTING = frozenset({"MockConnection", "Reply", "Call", "MockValue"})
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED_TO_TESTING:
-        from runbooks_lib import testing
-
-        return getattr(testing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

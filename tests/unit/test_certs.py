@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from runbooks_lib import certs, ssh
+from runbooks_lib import certs, testing
 from runbooks_lib.errors import BadParameters, CommandFailed
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -29,7 +29,7 @@ def _pem(days: int, cn: str = "kube-apiserver") -> tuple[str, str]:
 
 def test_days_left_of_a_remote_certificate() -> None:
     pem, _ = _pem(42)
-    conn = ssh.MockConnection("node1", {("cat", "--", certs.APISERVER_CERT): pem + pem})
+    conn = testing.MockConnection("node1", {("cat", "--", certs.APISERVER_CERT): pem + pem})
     info = certs.remote_expiry(conn, certs.APISERVER_CERT, now=NOW)
     assert (info.host, info.days_left, info.expired, info.subject) == ("node1", 42, False, "CN=kube-apiserver")
 
@@ -43,7 +43,7 @@ def test_expired_certificate_has_negative_days() -> None:
 @pytest.mark.parametrize("path", ["/etc/ssl/etcd/ssl/admin-node1-key.pem", "/etc/kubernetes/ssl/apiserver.key",
                                   "/root/.ssh/id_ed25519"])
 def test_key_paths_are_never_read(path: str) -> None:
-    conn = ssh.MockConnection("node1", {})  # any command would fail the test
+    conn = testing.MockConnection("node1", {})  # any command would fail the test
     with pytest.raises(BadParameters, match="looks like a private key"):
         certs.remote_expiry(conn, path)
     assert conn.calls == []
@@ -51,14 +51,14 @@ def test_key_paths_are_never_read(path: str) -> None:
 
 def test_a_key_where_a_certificate_should_be_is_not_shown() -> None:
     _, key_pem = _pem(1)
-    conn = ssh.MockConnection("node1", {("cat", "--", "/etc/x.pem"): key_pem})
+    conn = testing.MockConnection("node1", {("cat", "--", "/etc/x.pem"): key_pem})
     with pytest.raises(BadParameters) as exc:
         certs.remote_expiry(conn, "/etc/x.pem")
     assert "holds no PEM certificate" in str(exc.value) and "PRIVATE" not in str(exc.value)
 
 
 def test_missing_file_raises_command_failed() -> None:
-    conn = ssh.MockConnection("node1", {("cat", "--", certs.etcd_member_cert("node1")):
-                                        ssh.Reply(exited=1, stderr="cat: No such file or directory")})
+    conn = testing.MockConnection("node1", {("cat", "--", certs.etcd_member_cert("node1")):
+                                        testing.Reply(exited=1, stderr="cat: No such file or directory")})
     with pytest.raises(CommandFailed):
         certs.remote_expiry(conn, certs.etcd_member_cert("node1"))

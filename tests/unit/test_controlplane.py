@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import controlplane, errors, ssh
+from runbooks_lib import controlplane, errors, ssh, testing
 from tests.unit.test_kube_client import FakeApiServer, _Response, api, fake  # noqa: F401 (fixtures)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kube"
@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "kube"
 def test_read_and_set_etcd_servers_changes_only_that_flag() -> None:
     manifest = (DATA / "kube-apiserver.yaml").read_text()
     path = controlplane.APISERVER_MANIFEST
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     conn.expect(["cat", "--", path], manifest)
     conn.expect(ssh.write_text_argv(path), "")
     conn.expect(["stat", "-c", "%Y", "--", path], "1764381600\n")
@@ -39,7 +39,7 @@ def test_read_and_set_etcd_servers_changes_only_that_flag() -> None:
 
 def test_set_etcd_servers_noop_and_validation() -> None:
     manifest = (DATA / "kube-apiserver.yaml").read_text()
-    conn = ssh.MockConnection("node1", {("cat", "--", controlplane.APISERVER_MANIFEST): manifest})
+    conn = testing.MockConnection("node1", {("cat", "--", controlplane.APISERVER_MANIFEST): manifest})
     same = controlplane.set_etcd_servers(conn, controlplane.etcd_servers_in(manifest))
     assert not same.changed and len(conn.calls) == 1  # no write
     with pytest.raises(errors.BadParameters):

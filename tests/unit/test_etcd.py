@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, etcd, ssh
+from runbooks_lib import errors, etcd, ssh, testing
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "etcd"
 
@@ -17,12 +17,12 @@ def data(name: str) -> str:
     return (DATA / name).read_text()
 
 
-def ctl_for(conn: ssh.MockConnection, **kw) -> etcd.Etcdctl:
+def ctl_for(conn: testing.MockConnection, **kw) -> etcd.Etcdctl:
     return etcd.Etcdctl(conn, "node1", **kw)
 
 
 def test_argv_uses_kubespray_cert_paths() -> None:
-    ctl = etcd.Etcdctl(ssh.MockConnection("node1"), "node1", endpoints=("https://10.0.0.1:2379", "https://10.0.0.2:2379"))
+    ctl = etcd.Etcdctl(testing.MockConnection("node1"), "node1", endpoints=("https://10.0.0.1:2379", "https://10.0.0.2:2379"))
     assert ctl.argv("member", "list") == [
         "env", "ETCDCTL_API=3", "etcdctl", "--endpoints=https://10.0.0.1:2379,https://10.0.0.2:2379",
         "--cacert=/etc/ssl/etcd/ssl/ca.pem", "--cert=/etc/ssl/etcd/ssl/admin-node1.pem",
@@ -59,12 +59,12 @@ def test_parse_real_health_and_status() -> None:
 
 
 def test_member_list_and_health_through_connection() -> None:
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
     conn.expect(ctl.argv("member", "list", "-w", "json"), data("member_list.json"))
     conn.expect(
         ctl.argv("endpoint", "health", "-w", "json", "--cluster"),
-        ssh.Reply(data("endpoint_health_one_down.json"), data("endpoint_health_one_down.stderr"), 1),
+        testing.Reply(data("endpoint_health_one_down.json"), data("endpoint_health_one_down.stderr"), 1),
     )
     assert len(etcd.member_list(ctl)) == 3
     health = etcd.endpoint_health(ctl, cluster=True)  # exit 1 is a result, not an error
@@ -73,12 +73,12 @@ def test_member_list_and_health_through_connection() -> None:
 
 
 def test_endpoint_status_reports_unanswered_endpoints() -> None:
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     eps = ["https://127.0.0.11:33751", "https://127.0.0.12:51779", "https://127.0.0.13:49715"]
     ctl = ctl_for(conn)
     conn.expect(
         ctl.argv("endpoint", "status", "-w", "json", endpoints=eps),
-        ssh.Reply(data("endpoint_status_one_down.json"), data("endpoint_status_one_down.stderr"), 1),
+        testing.Reply(data("endpoint_status_one_down.json"), data("endpoint_status_one_down.stderr"), 1),
     )
     report = etcd.endpoint_status(ctl, endpoints=eps)
     assert len(report) == 2 and report.leaders == {etcd.parse_member_list(data("member_list.json"))[0].id_hex}
@@ -86,9 +86,9 @@ def test_endpoint_status_reports_unanswered_endpoints() -> None:
 
 
 def test_endpoint_status_raises_when_nothing_answers() -> None:
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
-    conn.expect(ctl.argv("endpoint", "status", "-w", "json"), ssh.Reply("", "Error: context deadline exceeded\n", 1))
+    conn.expect(ctl.argv("endpoint", "status", "-w", "json"), testing.Reply("", "Error: context deadline exceeded\n", 1))
     with pytest.raises(errors.CommandFailed, match="deadline"):
         etcd.endpoint_status(ctl)
 
@@ -101,7 +101,7 @@ def _members(*specs: tuple[int, str, str]) -> str:
 
 def test_remove_by_peer_url_is_exact_never_substring() -> None:
     listing = _members((0x11, "etcd1", "https://10.0.0.1:2380"), (0x22, "etcd11", "https://10.0.0.11:2380"))
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
     conn.expect(ctl.argv("member", "list", "-w", "json"), listing)
     conn.expect(ctl.argv("endpoint", "health", "-w", "json", "--cluster"), json.dumps(
@@ -123,11 +123,11 @@ def test_remove_by_peer_url_is_exact_never_substring() -> None:
 
 def test_member_remove_refuses_to_lose_quorum_unless_check_is_false() -> None:
     # node3 is down (real etcdctl output): removing node2 would leave node1 alone with dead node3.
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
     conn.expect(ctl.argv("member", "list", "-w", "json"), data("member_list.json"))
     conn.expect(ctl.argv("endpoint", "health", "-w", "json", "--cluster"),
-                ssh.Reply(data("endpoint_health_one_down.json"), data("endpoint_health_one_down.stderr"), 1))
+                testing.Reply(data("endpoint_health_one_down.json"), data("endpoint_health_one_down.stderr"), 1))
     with pytest.raises(errors.PreconditionFailed) as info:
         etcd.member_remove(ctl, name="node2")
     message = str(info.value)
@@ -146,12 +146,12 @@ def test_member_remove_refuses_to_lose_quorum_unless_check_is_false() -> None:
 
 
 def test_member_add_parses_initial_cluster_and_retries_unhealthy() -> None:
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
     peer = "https://127.0.0.13:49283"
     conn.expect(ctl.argv("member", "list", "-w", "json"), _members((1, "node1", "https://127.0.0.11:42659")))
     conn.expect(ctl.argv("member", "add", "node3", f"--peer-urls={peer}"), [
-        ssh.Reply("", "Error: etcdserver: unhealthy cluster\n", 1),
+        testing.Reply("", "Error: etcdserver: unhealthy cluster\n", 1),
         data("member_add.txt"),
     ])
     added = etcd.member_add(ctl, "node3", peer, retry_for=5)
@@ -163,7 +163,7 @@ def test_member_add_parses_initial_cluster_and_retries_unhealthy() -> None:
 
 
 def test_member_add_refuses_existing_peer_url() -> None:
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
     conn.expect(ctl.argv("member", "list", "-w", "json"), data("member_list.json"))
     with pytest.raises(errors.PreconditionFailed, match="already belongs"):
@@ -173,10 +173,10 @@ def test_member_add_refuses_existing_peer_url() -> None:
 def test_snapshot_save_verify_download(tmp_path: Path) -> None:
     content = b"fake snapshot bytes"
     sha = hashlib.sha256(content).hexdigest()
-    conn = ssh.MockConnection("node2", files={"/var/backups/s.db": content})
+    conn = testing.MockConnection("node2", files={"/var/backups/s.db": content})
     ctl = etcd.Etcdctl(conn, "node2", endpoints=("https://10.0.0.2:2379",))
     conn.expect(ctl.argv("snapshot", "save", "/var/backups/s.db"), "Snapshot saved at /var/backups/s.db\n")
-    conn.expect(["sh", "-c", "command -v etcdutl"], ssh.Reply(exited=1))
+    conn.expect(["sh", "-c", "command -v etcdutl"], testing.Reply(exited=1))
     conn.expect(["env", "ETCDCTL_API=3", "etcdctl", "snapshot", "status", "/var/backups/s.db", "-w", "json"],
                 data("snapshot_status.json"))
     conn.expect(["sha256sum", "--", "/var/backups/s.db"], f"{sha}  /var/backups/s.db\n")
@@ -187,7 +187,7 @@ def test_snapshot_save_verify_download(tmp_path: Path) -> None:
 
 
 def test_snapshot_checksum_mismatch_removes_local_copy(tmp_path: Path) -> None:
-    conn = ssh.MockConnection("node2", files={"/s.db": b"corrupted in transit"})
+    conn = testing.MockConnection("node2", files={"/s.db": b"corrupted in transit"})
     ctl = etcd.Etcdctl(conn, "node2", endpoints=("https://10.0.0.2:2379",))
     conn.expect(ctl.argv("snapshot", "save", "/s.db"), "")
     conn.expect(["sh", "-c", "command -v etcdutl"], "/usr/local/bin/etcdutl\n")
@@ -199,7 +199,7 @@ def test_snapshot_checksum_mismatch_removes_local_copy(tmp_path: Path) -> None:
 
 
 def test_snapshot_requires_one_endpoint() -> None:
-    ctl = etcd.Etcdctl(ssh.MockConnection("n"), "n", endpoints=("https://a:2379", "https://b:2379"))
+    ctl = etcd.Etcdctl(testing.MockConnection("n"), "n", endpoints=("https://a:2379", "https://b:2379"))
     with pytest.raises(errors.BadParameters, match="one endpoint"):
         etcd.snapshot_save(ctl, "/s.db")
 
@@ -226,7 +226,7 @@ def test_env_file_parse_and_set_preserves_order_and_comments() -> None:
 
 
 def test_set_env_writes_atomically_and_only_when_needed() -> None:
-    conn = ssh.MockConnection("node1")
+    conn = testing.MockConnection("node1")
     conn.expect(["cat", "--", "/etc/etcd.env"], ENV)
     conn.expect(ssh.write_text_argv("/etc/etcd.env"), "")
     change = etcd.set_env(conn, "ETCD_NAME", "etcd4")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from runbooks_lib import errors, nodes, ssh
+from runbooks_lib import errors, nodes, ssh, testing
 
 
 class FakeMachine:
@@ -20,11 +20,11 @@ class FakeMachine:
         self.units = {"systemd-resolved": ["enabled", "active"], "dev-sda2.swap": ["enabled", "inactive"]}
         self.swap_units = ["dev-sda2.swap"]
         self.restarts: list[str] = []
-        self.conn = ssh.MockConnection("node1")
+        self.conn = testing.MockConnection("node1")
         self.conn.execute = self.execute  # type: ignore[method-assign]
 
     def execute(self, argv, command, *, timeout, input):
-        self.conn.calls.append(ssh.Call(tuple(argv), command, input))
+        self.conn.calls.append(testing.Call(tuple(argv), command, input))
         a = list(argv)
         if a[:2] == ["cat", "--"]:
             path = a[2]
@@ -107,7 +107,7 @@ def test_python_present() -> None:
     m = FakeMachine()
     change = nodes.ensure_python(m.conn)
     assert not change.changed and "3.11.2" in change.detail
-    conn = ssh.MockConnection("bare", {("python3", "--version"): ssh.Reply(exited=127)})
+    conn = testing.MockConnection("bare", {("python3", "--version"): testing.Reply(exited=127)})
     with pytest.raises(errors.PreconditionFailed):
         nodes.ensure_python(conn, install=False)
 
@@ -175,9 +175,9 @@ def test_kubelet_resolv_conf_added_when_absent() -> None:
 
 
 def test_diagnostics_commands() -> None:
-    conn = ssh.MockConnection("node1", {
+    conn = testing.MockConnection("node1", {
         ("journalctl", "-u", "etcd", "-n", "50", "--no-pager"): "-- Logs --\nstarted\n",
-        ("systemctl", "status", "etcd", "--no-pager", "--lines=10"): ssh.Reply("inactive (dead)", exited=3),
+        ("systemctl", "status", "etcd", "--no-pager", "--lines=10"): testing.Reply("inactive (dead)", exited=3),
         ("systemctl", "is-active", "kubelet"): ["activating\n", "active\n"],
         ("systemctl", "restart", "kubelet"): "",
     })
@@ -189,8 +189,8 @@ def test_diagnostics_commands() -> None:
 
 
 def test_wait_active_times_out_with_journal() -> None:
-    conn = ssh.MockConnection("node1", {
-        ("systemctl", "is-active", "etcd"): ssh.Reply("failed\n", exited=3),
+    conn = testing.MockConnection("node1", {
+        ("systemctl", "is-active", "etcd"): testing.Reply("failed\n", exited=3),
         ("journalctl", "-u", "etcd", "-n", "15", "--no-pager"): "etcd: member count is unequal\n",
     })
     with pytest.raises(errors.WaitTimedOut) as info:
