@@ -39,6 +39,10 @@ _QUOTED_VALUE = re.compile(
 _BARE_VALUE = re.compile(
     rf"(?i)(?P<key>\b{_SECRET_KEY})(?P<sep>[\"']?\s*[:=]\s*)(?P<val>[^\s\"',;}}\]\[]+)"
 )
+# A secret passed as a command-line option's next word: kubectl --token VALUE, --password VALUE.
+_OPTION_VALUE = re.compile(
+    r"(?i)(?P<key>--[A-Za-z0-9-]*(?:password|passwd|passphrase|secret|token))(?P<sep>\s+)(?P<val>[^\s-][^\s\"',;]*)"
+)
 # Base64 of "-----BEGIN": a PEM blob embedded in YAML/JSON (kubeconfig client-key-data).
 _B64_PEM = re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/=]{8,}")
 
@@ -77,7 +81,8 @@ def redact(text: str) -> str:
 
     Covers PEM private keys (any kind, also base64-encoded as in kubeconfig
     ``client-key-data``), ``Bearer ...``, kubeadm join tokens, credentials in
-    URLs and ``password=...``/``token: ...``-style assignments. Certificates
+    URLs, ``password=...``/``token: ...``-style assignments and options such as
+    ``--token VALUE``. Certificates
     (public parts) are kept. Pure function; never raises.
     """
     if not text:
@@ -90,6 +95,7 @@ def redact(text: str) -> str:
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
     text = _QUOTED_VALUE.sub(_keep_placeholder, text)
     text = _BARE_VALUE.sub(_keep_placeholder, text)
+    text = _OPTION_VALUE.sub(_keep_placeholder, text)
     text = _KUBEADM_TOKEN.sub(REDACTED, text)
     return text
 

@@ -209,6 +209,8 @@ def test_redact_tokens_and_passwords() -> None:
         '{"ansible_become_password": "pw1"}': "pw1",
         "    token: 9f8e7d6c5b4a": "9f8e7d6c5b4a",
         "https://admin:pa55@registry.example/v2": "pa55",
+        "kubectl --token eyJhbGciOi.secretpart get nodes": "secretpart",
+        "etcdctl --password hunter22 member list": "hunter22",
     }
     for text, secret in cases.items():
         out = runbook.redact(text)
@@ -217,6 +219,7 @@ def test_redact_tokens_and_passwords() -> None:
     assert runbook.redact("other=1 ok=3 changed=0") == "other=1 ok=3 changed=0"
     assert runbook.redact("kube_token_dir: /etc/kubernetes/tokens") == "kube_token_dir: /etc/kubernetes/tokens"
     assert runbook.redact('password: "{{ vault_pw }}"') == 'password: "{{ vault_pw }}"'
+    assert runbook.redact("kubectl --token-file /etc/k --dry-run") == "kubectl --token-file /etc/k --dry-run"
 
 
 def test_line_redactor_hides_multiline_key_blocks() -> None:
