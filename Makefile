@@ -1,14 +1,16 @@
 # Set-up and entry points. Run as root on a fresh Debian/Ubuntu machine:
 #   make demo   brings the lab up and runs the main job on it
 #   make test   runs every test (unit, local processes, lab machines, notebooks)
+#   make lab-notebooks   JupyterLab on 127.0.0.1 with the runbooks (prints the address with its token)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 APT_PACKAGES := python3-venv python3-dev gcc debootstrap systemd-container iproute2 nftables iptables \
-	openssh-client etcd-server etcd-client haproxy keepalived hey dnsmasq-base curl ca-certificates git
+	openssh-client etcd-server etcd-client haproxy keepalived hey dnsmasq-base curl ca-certificates git \
+	chromium chromium-driver
 
-.PHONY: setup apt venv demo test test-unit bench lab-down clean
+.PHONY: setup apt venv demo lab-notebooks test test-unit bench lab-down clean
 
 setup: apt venv
 
@@ -62,6 +64,12 @@ $(CLIENT_OLDEST): | $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/runbooks lab demo
+
+# JupyterLab on loopback only, notebooks/ as its root, this virtualenv's kernel; NOTEBOOKS_PORT=N to move it.
+# The address it prints carries the token; reach it from another machine through an SSH tunnel.
+NOTEBOOKS_PORT ?= 8888
+lab-notebooks: venv
+	$(PY) -m runbooks_lib.notebook_server --port $(NOTEBOOKS_PORT)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests
