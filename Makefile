@@ -83,6 +83,7 @@ bench: setup
 	$(PY) benchmarks/lab_machines.py --skip-build
 	$(PY) benchmarks/probe.py
 	@if [ -f benchmarks/kubespray.py ]; then $(PY) benchmarks/kubespray.py; fi
+	@if [ -f benchmarks/runbook_overhead.py ]; then $(PY) benchmarks/runbook_overhead.py; fi
 
 lab-down: venv
 	$(VENV)/bin/runbooks lab down
