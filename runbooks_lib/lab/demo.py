@@ -114,8 +114,8 @@ def run_runbooks(
 
 def report(outcomes: Sequence[Outcome], runs: Path) -> str:
     """Where the run records are and each runbook's one-line result."""
-    lines = [f"Run records: {runs} (UTC-TIMESTAMP-NAME.ipynb, NAME.summary.json beside each; open them in "
-             f"JupyterLab with `make lab-notebooks` or read the JSON)"]
+    lines = [f"Run records: {runs} (each run's executed notebook UTC-TIMESTAMP-NAME.ipynb, "
+             f"NAME.summary.json beside it)"]
     lines += [f"  {o.line}" for o in outcomes]
     return "\n".join(lines)
 
