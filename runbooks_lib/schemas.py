@@ -180,6 +180,6 @@ def check_prepare(p: PrepareParams, known: list[str] | tuple[str, ...]) -> list[
     if p.timeout_s <= 0:
         problems.append("timeout_s: must be positive")
     if problems:
-        raise errors.BadParameters("invalid parameters for PrepareParams:\n" + "\n".join(f"  - {x}" for x in problems),
+        raise errors.BadParameters("invalid parameters for PrepareParams: " + "; ".join(problems),
                                    fix="correct the parameter file or -p values; nothing was run")
     return [name for name in known if not p.limit or name in p.limit]
