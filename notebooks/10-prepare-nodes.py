@@ -251,8 +251,8 @@ run_step("resolv.conf", lambda c: nodes.fix_resolv_conf(c, p.upstream_dns_server
 
 # %% [markdown]
 # ## Verify
-# Everything is read again from the machines: after a real run nothing may be left to change. A dry run
-# only reports.
+# Everything is read again from the machines: after a real run nothing may be left to change (the run
+# fails at the end, after the summary is written, when something is). A dry run only reports.
 
 # %%
 # papermill_description=Verify
@@ -263,9 +263,6 @@ with steps.step("verify") as s:
     resolv = {name: nodes.resolv_conf_state(conns[name], timeout=p.timeout_s) for name in chosen}
     prepared = [name for name in chosen if not any(c.changed for c in after[name])]
     s.detail = f"{len(prepared)}/{len(chosen)} hosts prepared"
-    if go and left:
-        raise RunbookError(f"still not prepared after the steps: {'; '.join(left)}",
-                           fix="read the step output of that host above, fix the cause and run again")
 display(pd.DataFrame([{"host": n, "prepared": n in prepared, "/etc/resolv.conf ->": resolv[n].link_target,
                        "upstream DNS": ", ".join(resolv[n].upstream) or "none"} for n in chosen]))
 
@@ -281,12 +278,13 @@ per_host = pd.DataFrame([{"host": n, "changes": sum(c.changed for c in changes i
                           or ("nothing (dry run)" if not go else "nothing to change")} for n in chosen])
 display(per_host)
 display(table)
-if go:
+if go and left:
+    verdict = f"{p.cluster_name}: NOT PREPARED: {'; '.join(left)}"
+elif go:
     verdict = (f"{p.cluster_name}: {len(prepared)}/{len(chosen)} hosts prepared, {changed_count} changes"
                + ("" if changed_count else " (nothing to change)"))
 else:
     verdict = f"{p.cluster_name}: DRY RUN: {len(to_do)} changes planned on {len(chosen)} hosts; nothing was changed"
-print(verdict)
 
 # %% [markdown]
 # ## Summary
@@ -297,6 +295,7 @@ print(verdict)
 # NBVAL_CHECK_OUTPUT
 summary = runbook.write_summary("prepare-nodes", p.cluster_name, {
     "verdict": verdict,
+    **({"status": "failed"} if go and left else {}),
     "dry_run": not go,
     "hosts": chosen,
     "changed": changed_count,
@@ -312,8 +311,18 @@ print(f"hosts: {', '.join(chosen)}")
 print(f"reached with pinned host keys: {len(reach)}/{len(chosen)}")
 print(f"steps: {', '.join(STEPS)}")
 print(f"python present: {sum(not a[0].changed for a in after.values())}/{len(chosen)}")
+
+# %% [markdown]
+# ## Verdict
+
+# %%
+# papermill_description=Verdict
 for conn in conns.values():
     conn.close()
+print(verdict)
+if go and left:
+    raise RunbookError(f"still not prepared after the steps: {'; '.join(left)}",
+                       fix="read the step output of that host above, fix the cause and run again")
 
 # %% [markdown]
 # ## Rollback
