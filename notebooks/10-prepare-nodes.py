@@ -168,6 +168,10 @@ to_do = [f"{c.host}: {c.step}: {c.detail}" for changes in planned.values() for c
 plan_table = pd.DataFrame([{"host": c.host, "step": c.step, "would change": c.changed, "detail": c.detail}
                            for changes in planned.values() for c in changes])
 display(plan_table)
+no_python = [name for name, found in planned.items() if found[0].changed]
+if no_python and not p.install_python:
+    raise PreconditionFailed(f"python3 is missing on {', '.join(no_python)} and install_python is False; "
+                             "nothing was changed", fix="install python3 there, or set install_python=True")
 print(f"{len(to_do)} changes planned on {len({line.split(':')[0] for line in to_do})} hosts")
 
 # %% [markdown]
