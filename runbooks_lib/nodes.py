@@ -202,6 +202,11 @@ def ensure_resolved(conn: ssh.BaseConnection, *, sudo: bool = False, timeout: fl
     return Change(conn.name, "systemd-resolved", True, f"was {enabled or 'unknown'}/{active}; now enabled and active")
 
 
+def resolved_dropin_text(upstream: Sequence[str]) -> str:
+    """The resolved.conf.d drop-in :func:`fix_resolv_conf` writes for these upstream servers."""
+    return "# Upstream DNS servers for systemd-resolved (Kubernetes node preparation)\n[Resolve]\nDNS=" + " ".join(upstream) + "\n"
+
+
 def fix_resolv_conf(
     conn: ssh.BaseConnection,
     upstream: Sequence[str],
@@ -233,7 +238,7 @@ def fix_resolv_conf(
     if link_target not in (STUB_RESOLV_CONF, UPSTREAM_RESOLV_CONF):
         raise BadParameters(f"link_target must be {STUB_RESOLV_CONF} or {UPSTREAM_RESOLV_CONF}")
     done = []
-    want = "# Upstream DNS servers for systemd-resolved (Kubernetes node preparation)\n[Resolve]\nDNS=" + " ".join(upstream) + "\n"
+    want = resolved_dropin_text(upstream)
     if ssh.read_text(conn, dropin, timeout=timeout, sudo=sudo, missing_ok=True) != want:
         _run(conn, ["mkdir", "-p", os.path.dirname(dropin)], timeout, sudo)
         ssh.write_text(conn, dropin, want, timeout=timeout, sudo=sudo, mode="0644")
@@ -293,6 +298,66 @@ def set_kubelet_resolv_conf(
         raise PreconditionFailed(f"could not edit resolvConf in {path} safely; edit it by hand", host=conn.name)
     ssh.write_text(conn, path, new_text, timeout=timeout, sudo=sudo)
     return Change(conn.name, "kubelet resolvConf", True, f"resolvConf {old} -> {value}", restart=("kubelet",))
+
+
+# -- plan (read-only) -------------------------------------------------------------------
+
+
+def planned_changes(
+    conn: ssh.BaseConnection, upstream: Sequence[str], *, link_target: str = STUB_RESOLV_CONF,
+    dropin: str = RESOLVED_DROPIN, ip_forward_conf: str = IP_FORWARD_CONF, sudo: bool = False,
+    timeout: float = 30.0,
+) -> tuple[Change, ...]:
+    """Probe: what :func:`ensure_python`, :func:`ensure_ip_forward`, :func:`ensure_swap_off`,
+    :func:`ensure_resolved` and :func:`fix_resolv_conf` would change, read-only.
+
+    One Change per step, in that order; ``changed`` means "would change".
+    Run again after the steps, it is the verification: nothing left to change.
+    """
+    name = conn.name
+    out = []
+    found = _run(conn, ["python3", "--version"], timeout, False, check=False)
+    out.append(Change(name, "python", not found.ok,
+                      "install python3 with apt-get" if not found.ok else (found.stdout or found.stderr).strip()))
+    todo = []
+    now = _run(conn, ["sysctl", "-n", "net.ipv4.ip_forward"], timeout, sudo).stdout.strip()
+    if now != "1":
+        todo.append(f"set to 1 now (is {now})")
+    if ssh.read_text(conn, ip_forward_conf, timeout=timeout, sudo=sudo, missing_ok=True) != "net.ipv4.ip_forward = 1\n":
+        todo.append(f"persist in {ip_forward_conf}")
+    out.append(Change(name, "ip_forward", bool(todo), "; ".join(todo) or "already 1 and persisted"))
+    todo = []
+    swaps = (ssh.read_text(conn, "/proc/swaps", timeout=timeout, missing_ok=True) or "").splitlines()[1:]
+    if any(line.strip() for line in swaps):
+        todo.append("swapoff -a")
+    fstab = ssh.read_text(conn, "/etc/fstab", timeout=timeout, sudo=sudo, missing_ok=True)
+    count = comment_swap_lines(fstab)[1] if fstab is not None else 0
+    if count:
+        todo.append(f"comment {count} swap line(s) in /etc/fstab")
+    units = _run(conn, ["systemctl", "list-units", "--type=swap", "--all", "--no-legend", "--plain"], timeout, sudo,
+                 check=False)
+    for line in units.stdout.splitlines():
+        unit = line.split()[0] if line.split() else ""
+        if unit.endswith(".swap") and _run(conn, ["systemctl", "is-enabled", unit], timeout, sudo,
+                                           check=False).stdout.strip() != "masked":
+            todo.append(f"mask {unit}")
+    out.append(Change(name, "swap", bool(todo), "; ".join(todo) or "no swap active, none configured"))
+    enabled = _run(conn, ["systemctl", "is-enabled", "systemd-resolved"], timeout, sudo, check=False).stdout.strip()
+    active = is_active(conn, "systemd-resolved", timeout=timeout)
+    ok = enabled == "enabled" and active == "active"
+    out.append(Change(name, "systemd-resolved", not ok,
+                      "enabled and active" if ok else f"is {enabled or 'unknown'}/{active}: enable --now"))
+    todo = []
+    if ssh.read_text(conn, dropin, timeout=timeout, sudo=sudo, missing_ok=True) != resolved_dropin_text(upstream):
+        todo.append(f"write DNS={' '.join(upstream)} to {dropin} and restart systemd-resolved")
+    state = resolv_conf_state(conn, timeout=timeout)
+    if state.link_target != link_target:
+        todo.append(f"link /etc/resolv.conf -> {link_target} (is {state.link_target or 'a regular file'})")
+    problems = "; ".join(state.problems)
+    detail = "; ".join(todo) + (f" [now: {problems}]" if problems and todo else "")
+    out.append(Change(name, "resolv.conf", bool(todo),
+                      detail or f"linked to {link_target} with upstream {', '.join(state.upstream)}"))
+    return tuple(out)
 
 
 # -- diagnostics ------------------------------------------------------------------------

@@ -139,3 +139,47 @@ def load(schema: type[T], files: list[str | Path]) -> T:
     if isinstance(result, Target):
         check_target(result)
     return result
+
+
+@dataclass(frozen=True)
+class PrepareParams(Target):
+    """Parameters of the prepare-nodes runbook (destructive: changes every chosen machine)."""
+
+    limit: tuple[str, ...] = ()  # inventory host names; empty: every host of the inventory
+    upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)
+    install_python: bool = True
+    dry_run: bool = True
+    confirm: str = ""
+    timeout_s: float = 120.0
+
+
+def check_prepare(p: PrepareParams, known: list[str] | tuple[str, ...]) -> list[str]:
+    """Checks of PrepareParams beyond types; returns the hosts to prepare (``limit`` or all, inventory order).
+
+    ``known``: the inventory's host names. Raises BadParameters naming every
+    problem: unknown or repeated hosts in ``limit``, upstream DNS servers that
+    are not IP addresses or are loopback, a non-positive timeout. Pure.
+    """
+    problems = []
+    if not p.upstream_dns_servers:
+        problems.append("upstream_dns_servers: give at least one DNS server address")
+    for addr in p.upstream_dns_servers:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            problems.append(f"upstream_dns_servers: {addr!r} is not an IP address")
+            continue
+        if ip.is_loopback:
+            problems.append(f"upstream_dns_servers: {addr} is a loopback address; systemd-resolved would "
+                            "ask itself (the 127.0.0.53 loop this runbook removes)")
+    unknown = [name for name in p.limit if name not in known]
+    if unknown:
+        problems.append(f"limit: not in the inventory: {', '.join(unknown)} (hosts: {', '.join(known)})")
+    if len(set(p.limit)) != len(p.limit):
+        problems.append("limit: a host is named twice")
+    if p.timeout_s <= 0:
+        problems.append("timeout_s: must be positive")
+    if problems:
+        raise errors.BadParameters("invalid parameters for PrepareParams: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was run")
+    return [name for name in known if not p.limit or name in p.limit]

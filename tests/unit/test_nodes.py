@@ -196,3 +196,23 @@ def test_wait_active_times_out_with_journal() -> None:
     with pytest.raises(errors.WaitTimedOut) as info:
         nodes.wait_active(conn, "etcd", timeout=0.3, interval=0.1)
     assert "etcd on node1 is failed" in str(info.value) and "member count is unequal" in str(info.value)
+
+
+def test_planned_changes_match_the_steps_and_are_empty_after_them() -> None:
+    fstab = "UUID=a / ext4 defaults 0 1\n/dev/sda2 none swap sw 0 0\n"
+    m = FakeMachine({"/etc/fstab": fstab, "/etc/resolv.conf": "nameserver 127.0.0.53\n",
+                     "/run/systemd/resolve/resolv.conf": "", "/run/systemd/resolve/stub-resolv.conf": "x\n"},
+                    swaps="/dev/sda2 partition 1048572 0 -2\n")
+    plan = nodes.planned_changes(m.conn, ["9.9.9.9"])
+    assert [c.step for c in plan] == ["python", "ip_forward", "swap", "systemd-resolved", "resolv.conf"]
+    assert [c.changed for c in plan] == [False, True, True, False, True]
+    assert "swapoff -a" in plan[2].detail and "mask dev-sda2.swap" in plan[2].detail
+    assert "link /etc/resolv.conf" in plan[4].detail and "no upstream DNS servers" in plan[4].detail
+    writes = len([c for c in m.conn.calls if c.argv[:2] in (("sh", "-c"), ("sysctl", "-w"))])
+    assert writes == 0 and m.restarts == [], "the plan must not change anything"
+    nodes.ensure_ip_forward(m.conn)
+    nodes.ensure_swap_off(m.conn)
+    nodes.ensure_resolved(m.conn)
+    nodes.fix_resolv_conf(m.conn, ["9.9.9.9"])
+    assert not any(c.changed for c in nodes.planned_changes(m.conn, ["9.9.9.9"]))
+    assert nodes.planned_changes(m.conn, ["1.1.1.1"])[4].changed, "other upstream servers: the drop-in changes"
