@@ -195,6 +195,6 @@ def check_install(p: InstallParams) -> InstallParams:
     if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
         problems.append("timeouts must be positive")
     if problems:
-        raise errors.BadParameters("invalid install parameters:\n" + "\n".join(f"  - {x}" for x in problems),
+        raise errors.BadParameters("invalid install parameters: " + "; ".join(problems),
                                    fix="correct the parameter file; nothing was changed")
     return p
