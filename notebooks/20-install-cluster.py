@@ -58,7 +58,7 @@ from IPython.display import display
 from runbooks_lib import etcd, ingress, kube, kubelet_dns, kubespray, nodes, runbook, schemas, ssh
 from runbooks_lib import kubeconfig as kubeconfig_lib
 from runbooks_lib import inventory as inventory_lib
-from runbooks_lib.errors import PreconditionFailed, RunbookError
+from runbooks_lib.errors import PreconditionFailed, RunbookError, WaitTimedOut
 
 pd.set_option("display.width", 200)
 
@@ -337,9 +337,13 @@ if proceed:
                 crash_seen[:] = sorted(x.name for x in found)
                 return bool(found), "no CoreDNS/nodelocaldns pod in CrashLoopBackOff yet"
 
-            runbook.wait_for(dns_crash, timeout=min(180.0, p.ready_timeout_s), interval=3,
-                             what="the CrashLoopBackOff that a looping resolvConf causes")
-            print(f"CrashLoopBackOff: {', '.join(crash_seen)} (kubelet resolvConf loops back on {', '.join(looping)})")
+            try:
+                runbook.wait_for(dns_crash, timeout=min(120.0, p.ready_timeout_s), interval=3,
+                                 what="the CrashLoopBackOff that a looping resolvConf causes")
+            except WaitTimedOut:
+                pass  # the cause is certain even when the symptom has not shown yet
+            print(f"CrashLoopBackOff: {', '.join(crash_seen) or 'not seen yet'} (kubelet resolvConf loops back on "
+                  f"{', '.join(looping)})")
             if not p.fix_coredns:
                 raise RunbookError(f"CoreDNS/nodelocaldns crash-loop: kubelet's resolvConf is the 127.0.0.53 stub on "
                                    f"{', '.join(looping)}", fix="rerun with fix_coredns=True, or set kube_resolv_conf: "

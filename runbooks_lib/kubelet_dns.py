@@ -28,8 +28,11 @@ class KubeletDns:
 
     @property
     def loops(self) -> bool:
-        """True when every nameserver is a loopback address (or there is none)."""
-        return all(ns.startswith("127.") or ns == "::1" for ns in self.nameservers)
+        """True when there are nameservers and every one is a loopback address (127.0.0.53: the stub).
+
+        A file without nameservers is no loop (DNS pods fail to forward, but do not crash-loop).
+        """
+        return bool(self.nameservers) and all(ns.startswith("127.") or ns == "::1" for ns in self.nameservers)
 
 
 def nameservers(text: str) -> tuple[str, ...]:

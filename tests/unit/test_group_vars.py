@@ -84,3 +84,13 @@ def test_build_takes_the_operators_host_names() -> None:
                                      "etcd_member_name": "etcd3"}
     with pytest.raises(BadParameters, match="duplicate host names"):
         inventory.build(["10.0.0.5", "10.0.0.6"], names=["a", "a"], control_planes=1, etcd=1)
+
+
+def test_kubelet_dns_loops_only_on_loopback_nameservers() -> None:
+    from runbooks_lib import kubelet_dns
+
+    stub = kubelet_dns.KubeletDns("n", "/etc/resolv.conf", kubelet_dns.nameservers("nameserver 127.0.0.53\nsearch .\n"))
+    assert stub.loops
+    assert not kubelet_dns.KubeletDns("n", "/run/systemd/resolve/resolv.conf", ()).loops
+    upstream = kubelet_dns.nameservers("# x\nnameserver 10.0.0.53  # upstream\nnameserver 127.0.0.53\n")
+    assert upstream == ("10.0.0.53", "127.0.0.53") and not kubelet_dns.KubeletDns("n", "f", upstream).loops
