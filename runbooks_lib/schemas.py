@@ -183,3 +183,62 @@ def check_prepare(p: PrepareParams, known: list[str] | tuple[str, ...]) -> list[
         raise errors.BadParameters("invalid parameters for PrepareParams: " + "; ".join(problems),
                                    fix="correct the parameter file or -p values; nothing was run")
     return [name for name in known if not p.limit or name in p.limit]
+
+
+@dataclass(frozen=True)
+class InstallParams(Target):
+    """Parameters of the install-cluster runbook (destructive: runs cluster.yml).
+
+    The layout defaults are the default lab's (node1..node4 = 10.213.7.11-14; node5 stays spare).
+    """
+
+    hosts: dict[str, str] = field(default_factory=lambda: {f"node{i}": f"10.213.7.{10 + i}" for i in range(1, 5)})
+    control_planes: tuple[str, ...] = ("node1", "node2")
+    etcd_members: tuple[str, ...] = ("node1", "node2", "node3")
+    workers: tuple[str, ...] = ("node3", "node4")
+    ingress_nginx: bool = True  # ingress-nginx on every node (addons.yml)
+    ingress_host_network: bool = True  # ... listening on the nodes' port 80 (host network)
+    helm: bool = True
+    upstream_dns_servers: tuple[str, ...] = ()  # group_vars/all/all.yml; empty: left unset
+    kube_resolv_conf: str = ""  # kubelet's resolvConf in group_vars/all/all.yml; empty: left unset
+    fix_coredns: bool = True  # fix the 127.0.0.53 CrashLoopBackOff on the nodes if it appears
+    app_name: str = "sticky-session"
+    app_namespace: str = "default"
+    app_host: str = "uuid.awesome.lab"
+    dns_server: str = "10.213.7.1"  # empty: skip the DNS check
+    ansible_env: dict[str, str] = field(default_factory=dict)  # extra environment for ansible-playbook
+    dry_run: bool = True
+    confirm: str = ""
+    playbook_timeout_s: float = 1800.0
+    ready_timeout_s: float = 300.0
+    timeout_s: float = 30.0
+
+
+def check_install(p: InstallParams) -> InstallParams:
+    """Checks of the install parameters beyond types and the target's. Raises BadParameters. Reads files only."""
+    problems = []
+    if p.inventory.suffix.lower() not in (".yaml", ".yml", ".ini"):
+        problems.append(f"inventory {p.inventory}: name it hosts.yaml (YAML) or inventory.ini (INI)")
+    if not p.hosts and not p.inventory.is_file():
+        problems.append(f"hosts is empty and the inventory {p.inventory} does not exist: give hosts and roles")
+    if p.hosts and not p.workers:
+        problems.append("workers: at least one host is needed")
+    if not (p.kubespray_dir / "cluster.yml").is_file():
+        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
+    if not os.access(p.ssh_key, os.R_OK) or not p.ssh_key.is_file():
+        problems.append(f"ssh_key {p.ssh_key} is missing or not readable by this user")
+    if not p.known_hosts.is_file():
+        problems.append(f"known_hosts {p.known_hosts} does not exist (host keys are always verified)")
+    for server in (*p.upstream_dns_servers, *([p.dns_server] if p.dns_server else [])):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            problems.append(f"{server!r} is not an IP address (upstream_dns_servers / dns_server)")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", p.app_host):
+        problems.append(f"app_host {p.app_host!r} is not a DNS name")
+    if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
+        problems.append("timeouts must be positive")
+    if problems:
+        raise errors.BadParameters("invalid install parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file; nothing was changed")
+    return p

@@ -4,9 +4,11 @@ Import the package as a namespace: ``inventory.load(path)``,
 ``inventory.build(ips)``, ``inventory.diff(old, new)``. Modules: ``model``
 (Host, Group, group names, the SSH address rule), ``yaml_doc`` (hosts.yaml),
 ``ini_doc`` (inventory.ini), ``document`` (Inventory: read, edit, validate,
-save), ``build`` (a new inventory from IPs), ``diff``.
+save), ``build`` (a new inventory from IPs), ``diff``, ``group_vars`` (the
+inventory's group_vars files, edited with comments kept).
 """
 
+from runbooks_lib.inventory import group_vars
 from runbooks_lib.inventory.build import build
 from runbooks_lib.inventory.diff import GroupChange, InventoryDiff, VarChange, diff
 from runbooks_lib.inventory.document import Inventory, load
@@ -45,6 +47,7 @@ __all__ = [
     "VarChange",
     "build",
     "diff",
+    "group_vars",
     "load",
     "ssh_address",
 ]

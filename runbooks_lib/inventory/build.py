@@ -20,19 +20,26 @@ def build(
     etcd: int | Sequence[str] = 3,
     workers: Sequence[str] | None = None,
     prefix: str = "node",
+    names: Sequence[str] | None = None,
 ) -> Inventory:
     """A hosts.yaml inventory in the shape Kubespray's inventory builder wrote.
 
     Hosts are ``{prefix}1..N`` with ansible_host = ip = access_ip = the IP.
     ``control_planes``/``etcd`` are a count (the first N hosts) or names/IPs;
-    workers default to every host. Unlike the old builder, etcd members get an
+    workers default to every host. ``names`` (one per IP) replaces the
+    ``{prefix}N`` names, e.g. the operator's own host names. Unlike the old builder, etcd members get an
     explicit ``etcd_member_name`` (etcd1..N) and k8s_cluster lists
     kube_control_plane, kube_node and calico_rr. Raises BadParameters for
     duplicate or invalid IPs, unknown names, an even or empty etcd.
     """
     if not ips:
         raise errors.BadParameters("no IPs given", fix="pass the node IPs, e.g. ['10.0.0.11', '10.0.0.12']")
-    names = [f"{prefix}{i}" for i in range(1, len(ips) + 1)]
+    if names is not None and len(names) != len(ips):
+        raise errors.BadParameters(f"{len(names)} names for {len(ips)} IPs", fix="give one name per IP")
+    names = list(names) if names is not None else [f"{prefix}{i}" for i in range(1, len(ips) + 1)]
+    if len(set(names)) != len(names):
+        raise errors.BadParameters(f"duplicate host names: {', '.join(sorted({n for n in names if names.count(n) > 1}))}",
+                                   fix="give each host its own name")
     for ip, name in zip(ips, names):
         check_ip(ip, name)
     if len(set(ips)) != len(ips):

@@ -1,8 +1,14 @@
-"""A Kubernetes cluster installed on the lab by the Kubespray stand-in, once per test session.
+"""A Kubernetes cluster installed on the lab by the install-cluster runbook, once per test session.
 
-``kubespray_cluster`` runs cluster.yml on the session's lab (2 control planes
-node1/node2, 3 etcd node1..node3, workers node3/node4; node5 spare) and takes
-a lab-wide snapshot. Tests that change the cluster ask for ``restored_cluster``:
+``kubespray_cluster`` runs ``runbooks run install-cluster -p dry_run False -p
+confirm lab`` (runbooks_lib.runner, as the command line does) against the
+session's lab (2 control planes node1/node2, 3 etcd node1..node3, workers
+node3/node4; node5 spare): the runbook writes the inventory and group_vars,
+runs the Kubespray stand-in's cluster.yml, fixes the CoreDNS crash loop
+(kubelet resolvConf, recorded as kube_resolv_conf in group_vars/all/all.yml),
+deploys the test app and checks it on every node's ingress and in the lab's
+DNS (served by the fixture, as an operator's DNS provider would). Then a
+lab-wide snapshot is taken. Tests that change the cluster ask for ``restored_cluster``:
 they get their own copy of the inventory and every machine is put back to the
 snapshot afterwards, even when the test failed.
 """
@@ -18,12 +24,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks_lib import kubespray, local
-from runbooks_lib.lab import cluster
+from runbooks_lib import kubespray, local, runner
+from runbooks_lib.lab import cluster, dns
 from runbooks_lib.lab.machines import Lab
 
 SNAPSHOT = "kubespray-installed"
 KUBECTL_TIMEOUT = 60
+APP_HOST = "uuid.awesome.lab"
+LAYOUT = cluster.Layout()
+INSTALL_CELL_TIMEOUT = 1800.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,8 @@ class LabCluster:
     lab: Lab
     inventory_dir: Path
     description: dict
+    install: runner.RunResult | None = None  # the session's install run (kubespray_cluster only)
+    params: Path | None = None  # the install's parameter file
 
     @property
     def hosts(self) -> Path:
@@ -93,9 +104,50 @@ def _copy_inventory(source: Path, target: Path) -> Path:
     return target
 
 
+def install_params(path: Path, inventory_dir: Path, description: Mapping, **extra: object) -> Path:
+    """Write a parameter file for the install runbook against this lab (its addresses, key and DNS)."""
+    ips = {m["name"]: m["ip"] for m in description["machines"]}
+    values = {
+        "cluster_name": "lab",
+        "inventory": str(inventory_dir / "hosts.yaml"),
+        "kubespray_dir": str(cluster.KUBESPRAY_DIR),
+        "ansible_playbook": str(cluster.ansible_playbook_path()),
+        "kubeconfig": str(inventory_dir / "artifacts" / "admin.conf"),
+        "ssh_user": description.get("ssh_user", "root"),
+        "ssh_key": description["ssh_key"],
+        "known_hosts": description["known_hosts"],
+        "hosts": {name: ips[name] for name in LAYOUT.hosts()},
+        "control_planes": list(LAYOUT.control_planes),
+        "etcd_members": list(LAYOUT.etcd),
+        "workers": list(LAYOUT.workers),
+        "app_host": APP_HOST,
+        "dns_server": description["host_ip"],
+        # This lab's own fact cache and SSH connections (several labs share the host).
+        "ansible_env": cluster.playbook_env(),
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def serve_app_name(description: Mapping) -> dns.DnsServer:
+    """The lab's DNS answers APP_HOST with every Kubernetes node (the operator's DNS provider's job)."""
+    ips = {m["name"]: m["ip"] for m in description["machines"]}
+    server = dns.DnsServer()
+    server.start()
+    server.set_records(APP_HOST, [ips[n] for n in LAYOUT.hosts()])
+    return server
+
+
+def run_install(params: Path, runs: Path, **overrides: object) -> runner.RunResult:
+    """``runbooks run install-cluster -f PARAMS -p KEY VALUE...`` through the runner's Python entry point."""
+    return runner.run(runner.find("install-cluster"), files=[params], overrides=overrides, runs=runs,
+                      progress_bar=False, cell_timeout=INSTALL_CELL_TIMEOUT)
+
+
 @pytest.fixture(scope="session")
 def kubespray_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
-    """cluster.yml on fresh disks of the session lab, then a lab-wide snapshot (reused by restored_cluster)."""
+    """The install runbook on fresh disks of the session lab, then a lab-wide snapshot (reused by restored_cluster)."""
     # The session may reuse a running lab: an earlier install left on its disks would hide install steps.
     for row in lab.status():
         lab.reimage(row.name)
@@ -105,16 +157,19 @@ def kubespray_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Ite
     cluster.close_ssh_masters()
     description = lab.description()
     inventory_dir = tmp_path_factory.mktemp("kubespray-inventory")
-    cluster.write_inventory(inventory_dir, description,
-                            group_vars={"ingress_nginx_enabled": True, "ingress_nginx_host_network": True})
-    run = cluster.run_playbook("cluster.yml", inventory_dir / "hosts.yaml", known_hosts=description["known_hosts"],
-                               check=False, timeout=1200,
-                               log_path=inventory_dir / "cluster.yml.log")
-    if not run.ok:
-        failed = "\n".join(f"{t.status}: {t.host}: {t.task}: {t.message}" for t in run.failed_tasks)
-        pytest.fail(f"cluster.yml failed (exit {run.rc}); log {run.log_path}\n{failed}\n{run.output_tail}")
-    lab.snapshot_all(SNAPSHOT)
-    yield LabCluster(lab, inventory_dir, description)
+    params = install_params(inventory_dir / "install.yaml", inventory_dir, description)
+    runs = tmp_path_factory.mktemp("install-runs")
+    server = serve_app_name(description)
+    try:
+        result = run_install(params, runs, dry_run=False, confirm="lab")
+        if result.exit_code != 0:
+            log = next(iter(runs.glob("lab/*.cluster.yml.log")), None)
+            tail = log.read_text()[-3000:] if log else "(no cluster.yml log)"
+            pytest.fail(f"install runbook failed: {result.line()}\nsummary {result.summary_path}\n{tail}")
+        lab.snapshot_all(SNAPSHOT)
+        yield LabCluster(lab, inventory_dir, description, install=result, params=params)
+    finally:
+        server.stop()
 
 
 @pytest.fixture

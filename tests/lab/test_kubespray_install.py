@@ -99,20 +99,21 @@ def test_kube_system_pods_and_the_coredns_crash_loop_fix(kubespray_cluster: LabC
                     states.add(waiting.get("reason") or next(iter(status.get("state", {})), "unknown"))
         return states
 
-    # kubelet reads /etc/resolv.conf, the systemd-resolved stub: CoreDNS would forward to itself.
-    _wait(lambda: "CrashLoopBackOff" in dns_states(), 90, "CoreDNS/nodelocaldns CrashLoopBackOff")
-    assert "resolvConf" not in c.lab.ssh("node1", ["cat", "/etc/kubernetes/kubelet-config.yaml"]).stdout
     fix = ("grep -q '^resolvConf:' /etc/kubernetes/kubelet-config.yaml || "
            "echo 'resolvConf: /run/systemd/resolve/resolv.conf' >> /etc/kubernetes/kubelet-config.yaml; "
            "systemctl restart kubelet")
     undo = "sed -i '/^resolvConf:/d' /etc/kubernetes/kubelet-config.yaml; systemctl restart kubelet"
+    # The install runbook fixed the crash loop (resolvConf in kubelet's config): put the pitfall back.
     try:
         for node in NODES:
-            c.lab.ssh(node, ["bash", "-c", fix])
-        _wait(lambda: dns_states() == {"running"}, 120, "CoreDNS and nodelocaldns running after the fix")
+            c.lab.ssh(node, ["bash", "-c", undo])
+        # kubelet reads /etc/resolv.conf, the systemd-resolved stub: CoreDNS would forward to itself.
+        _wait(lambda: "CrashLoopBackOff" in dns_states(), 90, "CoreDNS/nodelocaldns CrashLoopBackOff")
+        assert "resolvConf" not in c.lab.ssh("node1", ["cat", "/etc/kubernetes/kubelet-config.yaml"]).stdout
     finally:
         for node in NODES:
-            c.lab.ssh(node, ["bash", "-c", undo], check=False)
+            c.lab.ssh(node, ["bash", "-c", fix], check=False)
+    _wait(lambda: dns_states() == {"running"}, 120, "CoreDNS and nodelocaldns running after the fix")
 
 
 def test_ingress_routes_hosts_to_ready_endpoints_on_every_node(kubespray_cluster: LabCluster) -> None:

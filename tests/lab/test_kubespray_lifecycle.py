@@ -52,8 +52,10 @@ def test_rerun_keeps_the_manifest_and_applies_dns_settings_upgrade_rewrites_with
     c.lab.ssh("node2", ["sed", "-i", f"s#--etcd-servers=.*#--etcd-servers=https://{c.ip('node2')}:2379#", manifest])
 
     # DNS from the inventory: upstream_dns_servers for the cluster, kube_resolv_conf on node4.
+    # (The install runbook recorded kube_resolv_conf for every host when it fixed CoreDNS: dropped here.)
     all_yml = c.inventory_dir / "group_vars" / "all" / "all.yml"
-    all_yml.write_text(all_yml.read_text() + f"\nupstream_dns_servers:\n  - {dns_server}\n")
+    kept = "".join(line for line in all_yml.read_text().splitlines(True) if not line.startswith("kube_resolv_conf:"))
+    all_yml.write_text(kept + f"\nupstream_dns_servers:\n  - {dns_server}\n")
     doc = c.inventory()
     doc["all"]["hosts"]["node4"]["kube_resolv_conf"] = "/run/systemd/resolve/resolv.conf"
     c.write_inventory(doc)

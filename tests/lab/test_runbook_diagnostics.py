@@ -1,9 +1,10 @@
 """The diagnostics runbook against the lab's installed cluster: headless, under nbval, and a failure.
 
-The session's cluster (``kubespray_cluster``) is installed without kube_resolv_conf, so CoreDNS and
-nodelocaldns crash-loop on it (the classic pitfall): the first test proves the runbook names them.
-The ``healthy`` fixture then fixes kubelet's resolvConf on every node (what the install runbook will
-do) for the tests after it; the first test must run first (file order). Every machine is put back to the session snapshot afterwards.
+The session's cluster (``kubespray_cluster``) is installed by the install runbook, which fixed the
+CoreDNS crash loop; the ``dns_pitfall`` fixture puts kubelet's resolvConf back to the systemd-resolved
+stub so that CoreDNS and nodelocaldns crash-loop (the classic pitfall): the first test proves the
+runbook names them. The ``healthy`` fixture then fixes kubelet's resolvConf on every node (as the
+install runbook does) for the tests after it; the first test must run first (file order). Every machine is put back to the session snapshot afterwards.
 
 How nbval finds this cluster: nbval runs the notebook with its defaults, which follow
 ``RUNBOOKS_LAB_DIR`` (SSH key, known_hosts) and ``RUNBOOKS_LAB_INVENTORY_DIR`` (inventory and
@@ -73,7 +74,22 @@ def diagnosed(kubespray_cluster: LabCluster, tmp_path_factory: pytest.TempPathFa
         cluster.close_ssh_masters()
 
 
-def test_dns_crash_loop_after_install_is_named(diagnosed: Diagnosed) -> None:
+@pytest.fixture
+def dns_pitfall(diagnosed: Diagnosed) -> Diagnosed:
+    """kubelet's resolvConf back to /etc/resolv.conf (the 127.0.0.53 stub) on every node: DNS pods crash-loop."""
+    c = diagnosed.cluster
+    for name in K8S_NODES:
+        with _conn(c, name) as conn:
+            if nodes.set_kubelet_resolv_conf(conn, value="/etc/resolv.conf").changed:
+                nodes.restart(conn, "kubelet")
+    api = kube.client_from_kubeconfig(str(c.kubeconfig))
+    runbook.wait_for(lambda: bool(kube.crash_looping(kube.pod_health(api))), timeout=180, interval=3,
+                     what="CoreDNS/nodelocaldns CrashLoopBackOff", retry_on=(HostUnreachable,))
+    return diagnosed
+
+
+def test_dns_crash_loop_after_install_is_named(dns_pitfall: Diagnosed) -> None:
+    diagnosed = dns_pitfall
     proc, summary = _run(diagnosed)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
     assert summary["healthy"] is False and summary["run"]["result"] == "failed"

@@ -1,0 +1,112 @@
+"""The front door after an install: the test app's manifests, each node's ingress, and DNS.
+
+Probes only, apart from :func:`app_manifests` (pure). :func:`ask_node` sends one
+HTTP request to a node's port 80 with the app's Host header (ingress-nginx
+with host network answers on every node); :func:`ask_every_node` does it for
+each node and says which pod answered; :func:`resolve` asks one DNS server for
+a name's A records. Every request has a timeout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+APP_IMAGE = "mopckou/sticky-session:latest"
+
+
+def app_manifests(
+    name: str, host: str, *, replicas: int, namespace: str = "default", image: str = APP_IMAGE, port: int = 8080,
+    ingress_class: str = "nginx",
+) -> list[dict]:
+    """Deployment (pods spread over nodes), Service and Ingress for ``host``. Pure.
+
+    kubectl equivalent: ``kubectl apply -f`` of these three objects; rollback:
+    ``kubectl -n NAMESPACE delete deployment,service,ingress NAME``.
+    """
+    labels = {"app": name}
+    container = {"name": name, "image": image, "ports": [{"name": "http", "containerPort": port}],
+                 "env": [{"name": "PORT", "value": str(port)}],
+                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 2}}
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                     "whenUnsatisfiable": "ScheduleAnyway",
+                                                     "labelSelector": {"matchLabels": labels}}],
+                      "containers": [container]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": port}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"ingressClassName": ingress_class, "rules": [{"host": host, "http": {"paths": [
+             {"path": "/", "pathType": "Prefix",
+              "backend": {"service": {"name": name, "port": {"number": 80}}}}]}}]}},
+    ]
+
+
+@dataclass(frozen=True)
+class IngressAnswer:
+    """One node's answer for the app's host name: HTTP status and the pod/node that served it."""
+
+    node: str
+    address: str
+    status: int | None  # None: no HTTP answer
+    pod: str = ""
+    served_by: str = ""  # the node the answering pod runs on
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and bool(self.pod)
+
+
+def ask_node(node: str, address: str, host: str, *, port: int = 80, path: str = "/", timeout: float = 5.0) -> IngressAnswer:
+    """Probe: ``GET http://ADDRESS:PORT/PATH`` with ``Host: host``; never raises for network errors."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host, "Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read(65536)
+    except (OSError, http.client.HTTPException) as exc:
+        return IngressAnswer(node, address, None, error=f"{type(exc).__name__}: {exc}"[:200])
+    finally:
+        conn.close()
+    pod = served_by = ""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            pod, served_by = str(doc.get("pod") or ""), str(doc.get("node") or "")
+    except ValueError:
+        pass
+    pod = pod or resp.getheader("X-Pod") or ""
+    served_by = served_by or resp.getheader("X-Node") or ""
+    error = "" if resp.status == 200 else f"HTTP {resp.status} {resp.reason}"
+    return IngressAnswer(node, address, resp.status, pod, served_by, error)
+
+
+def ask_every_node(nodes: Mapping[str, str], host: str, *, port: int = 80, timeout: float = 5.0) -> list[IngressAnswer]:
+    """Probe: :func:`ask_node` for every node (name -> address), in order."""
+    return [ask_node(name, address, host, port=port, timeout=timeout) for name, address in nodes.items()]
+
+
+def resolve(name: str, server: str, *, port: int = 53, timeout: float = 3.0) -> tuple[str, ...]:
+    """Probe: the A records of ``name`` as DNS server ``server`` answers them (sorted; empty when none).
+
+    Raises HostUnreachable when the server does not answer within ``timeout``.
+    """
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    from runbooks_lib.errors import HostUnreachable
+
+    try:
+        resp = dns.query.udp(dns.message.make_query(name, "A"), server, port=port, timeout=timeout)
+    except (dns.exception.Timeout, OSError) as exc:
+        raise HostUnreachable(f"DNS server {server}:{port} did not answer for {name} within {timeout:g}s: {exc}",
+                              fix="check dns_server (the operator's DNS provider's resolver or the lab's DNS)") from None
+    return tuple(sorted(r.address for rrset in resp.answer if rrset.rdtype == dns.rdatatype.A for r in rrset))
