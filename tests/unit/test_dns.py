@@ -22,11 +22,17 @@ NAME = "uuid.awesome.lab"
 
 
 def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t.bind(("127.0.0.1", port))  # dnsmasq wants the TCP port too
-        return port
+    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq wants both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # the TCP side of this port is taken: try another
+            return port
+    raise AssertionError("no port free for both UDP and TCP on 127.0.0.1 after 50 tries")
 
 
 @pytest.fixture
