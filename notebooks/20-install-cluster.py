@@ -182,21 +182,31 @@ with tempfile.TemporaryDirectory() as scratch:  # the plan is worked out on a co
     vars_plan = inventory_lib.group_vars.plan(scratch, group_settings)
 planned_command = (f"cd {checkout.path} && ansible-playbook -i {p.inventory} -b cluster.yml"
                    f"  (host keys checked against {p.known_hosts})")
-plan = [f"Kubespray {checkout.version} at {checkout.path}",
-        f"hosts: {', '.join(f'{n}={a}' for n, a in address.items())}",
+plan = [f"hosts: {', '.join(f'{n}={a}' for n, a in address.items())}",
         f"control planes: {', '.join(wanted.control_planes)}; etcd: {', '.join(wanted.etcd_members)}; "
         f"workers: {', '.join(wanted.workers)}",
-        f"inventory {p.inventory}: " + ("new file" if current is None else
-                                        "unchanged" if not write_inventory else "replaced (old file kept as .bak)")]
-plan += [f"  {line}" for line in (inventory_diff.lines() if inventory_diff is not None and write_inventory else [])]
-plan += [f"group_vars: copy from the sample: {', '.join(seeded)}"] if seeded else []
-plan += [f"  {line}" for line in vars_plan.lines()]
-plan += [f"run: {planned_command}",
-         f"then: kubeconfig -> {p.kubeconfig} (0600); verify nodes, kube-system"
-         + (" (fix the CoreDNS crash loop if seen)" if p.fix_coredns else "")
-         + f"; deploy {p.app_name} for {p.app_host}; check every ingress node"
-         + (f" and DNS at {p.dns_server}" if p.dns_server else "")]
+        "playbook: cluster.yml (host keys checked against known_hosts)",
+        "then: kubeconfig (0600); verify nodes, kube-system"
+        + (" (fix the CoreDNS crash loop if seen)" if p.fix_coredns else "")
+        + f"; deploy {p.app_name} for {p.app_host}; check every ingress node"
+        + (" and DNS" if p.dns_server else "")]
 print("\n".join(plan))
+
+# %% [markdown]
+# What this run would write, against the files on disk (not compared by nbval: a first run writes a
+# new inventory, a re-run finds it unchanged).
+
+# %%
+changes_plan = [f"Kubespray {checkout.version} at {checkout.path}",
+                f"inventory {p.inventory}: " + ("new file" if current is None else "unchanged" if not write_inventory
+                                                else "replaced (old file kept as .bak)")]
+changes_plan += [f"  {line}" for line in (inventory_diff.lines() if inventory_diff is not None and write_inventory
+                                          else [])]
+changes_plan += [f"group_vars: copy from the sample: {', '.join(seeded)}"] if seeded else []
+changes_plan += [f"  {line}" for line in vars_plan.lines()]
+changes_plan += [f"run: {planned_command}", f"kubeconfig: {p.kubeconfig}"]
+plan += changes_plan
+print("\n".join(changes_plan))
 
 # %% [markdown]
 # ## Confirmation gate
@@ -485,6 +495,14 @@ summary = runbook.write_summary("install-cluster", p.cluster_name, {
     "kubeconfig": str(p.kubeconfig),
 }, steps=steps)
 print(f"cluster: {p.cluster_name}")
+print(f"Kubernetes nodes: {', '.join(k8s_nodes)}")
+print(f"etcd members wanted: {', '.join(wanted.etcd_members)}")
+print(f"app: {p.app_host}")
+
+# %% [markdown]
+# The results (not compared by nbval: a dry run reads nothing past the plan).
+
+# %%
 print(f"nodes: {len(ready)}/{len(k8s_nodes)} Ready")
 print(f"etcd: {len(members)} members, {healthy_etcd} healthy")
 print(f"app {p.app_host}: answering on {len(answering)}/{len(k8s_nodes)} ingress nodes; "

@@ -89,3 +89,15 @@ def test_inventory_dir_variable_overrides_the_lab_dir(monkeypatch: pytest.Monkey
         assert target.inventory == Path("/tmp/inv-1/hosts.yaml")
         assert target.kubeconfig == Path("/tmp/inv-1/artifacts/admin.conf")
         assert target.ssh_key == Path("/srv/lab-7/ssh/id_ed25519")
+
+
+@pytest.mark.parametrize("runbook", ["prepare-nodes", "install-cluster"])
+def test_example_vps_per_runbook_files_validate_and_never_point_at_the_lab(runbook: str) -> None:
+    from runbooks_lib import runner
+
+    book = runner.find(runbook)
+    values, given = runner.resolve_parameters(
+        book, [PARAMS / "example-vps.yaml", PARAMS / f"example-vps.{runbook}.yaml"])
+    assert values.cluster_name == "vps"
+    assert list(values.upstream_dns_servers) == ["192.0.2.53", "198.51.100.53"]
+    assert "10.213." not in repr(given)  # nothing of the lab leaks into a real cluster's parameters
