@@ -47,6 +47,7 @@ def test_nbval_over_the_runbooks_in_order(kubespray_cluster: LabCluster, tmp_pat
     out = proc.stdout
     assert proc.returncode == 0, out[-6000:] + proc.stderr[-2000:]
     # Every notebook ran (-v names each cell), in the order given.
-    positions = [out.find(name) for name in IN_ORDER]
+    # nbval names its items after the notebook's stem ("notebooks/10-prepare-nodes::ipynb::Cell 0").
+    positions = [out.find(f"notebooks/{name.removesuffix('.ipynb')}") for name in IN_ORDER]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), out[-3000:]
     assert " passed" in out.splitlines()[-1] and "failed" not in out.splitlines()[-1]
