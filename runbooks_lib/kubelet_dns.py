@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from runbooks_lib import ssh
-from runbooks_lib.nodes import KUBELET_CONFIG
+from runbooks_lib.nodes import KUBELET_CONFIG, nameservers
 
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 
@@ -33,16 +33,6 @@ class KubeletDns:
         A file without nameservers is no loop (DNS pods fail to forward, but do not crash-loop).
         """
         return bool(self.nameservers) and all(ns.startswith("127.") or ns == "::1" for ns in self.nameservers)
-
-
-def nameservers(text: str) -> tuple[str, ...]:
-    """The ``nameserver`` addresses of a resolv.conf text, in order. Pure."""
-    found = []
-    for line in text.splitlines():
-        parts = line.split("#", 1)[0].split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            found.append(parts[1])
-    return tuple(found)
 
 
 def kubelet_dns(conn: ssh.BaseConnection, *, sudo: bool = False, timeout: float = 30.0) -> KubeletDns:

@@ -141,10 +141,14 @@ def ensure_swap_off(conn: ssh.BaseConnection, *, sudo: bool = False, timeout: fl
 # -- resolv.conf / systemd-resolved ---------------------------------------------------------
 
 
-def _nameservers(text: str | None) -> tuple[str, ...]:
-    return tuple(
-        line.split()[1] for line in (text or "").splitlines() if line.split()[:1] == ["nameserver"] and len(line.split()) > 1
-    )
+def nameservers(text: str | None) -> tuple[str, ...]:
+    """The ``nameserver`` addresses of a resolv.conf text, in order (comments ignored). Pure."""
+    found = []
+    for line in (text or "").splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            found.append(parts[1])
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,8 @@ def resolv_conf_state(conn: ssh.BaseConnection, *, timeout: float = 30.0) -> Res
     target = os.path.normpath(os.path.join("/etc", link.stdout.strip())) if link.ok and link.stdout.strip() else None
     etc = ssh.read_text(conn, "/etc/resolv.conf", timeout=timeout, missing_ok=True)
     run_file = ssh.read_text(conn, UPSTREAM_RESOLV_CONF, timeout=timeout, missing_ok=True)
-    upstream = tuple(ns for ns in _nameservers(run_file) if ns != STUB_ADDRESS)
-    return ResolvConf(conn.name, target, _nameservers(etc), upstream)
+    upstream = tuple(ns for ns in nameservers(run_file) if ns != STUB_ADDRESS)
+    return ResolvConf(conn.name, target, nameservers(etc), upstream)
 
 
 def ensure_resolved(conn: ssh.BaseConnection, *, sudo: bool = False, timeout: float = 60.0) -> Change:
