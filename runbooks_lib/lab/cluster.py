@@ -29,8 +29,12 @@ import yaml
 from runbooks_lib import kubespray, local
 from runbooks_lib.errors import BadParameters, LabError
 from runbooks_lib.lab.config import DEFAULT_BRIDGE, LabConfig
+from runbooks_lib.lab.machines import Lab
 
-KUBESPRAY_DIR = Path(__file__).resolve().parent / "kubespray"
+KUBESPRAY_DIR = Path(__file__).resolve().parent / "kubespray"  # the stand-in checkout, v2.19 era (the default)
+ERAS = ("v2.19", "v2.31")
+DEFAULT_ERA = "v2.19"  # the source article's
+QUICK_UNREACHABLE_SSH = Path(__file__).resolve().parent / "ssh-quick-unreachable"
 PLAYBOOK_TIMEOUT = 1800.0
 DEFAULT_FACT_CACHE = "/tmp/runbooks-kubespray-facts"  # fact_caching_connection in the stand-in's ansible.cfg
 
@@ -60,6 +64,73 @@ def ssh_control_dir(config: LabConfig | None = None) -> Path:
     return base / "cp" if config.bridge == DEFAULT_BRIDGE else base / f"cp-{config.bridge}"
 
 
+def kubespray_dir(era: str = DEFAULT_ERA, config: LabConfig | None = None) -> Path:
+    """The stand-in checkout laid out as Kubespray ``era`` (``v2.19`` or ``v2.31``).
+
+    v2.19 is ``runbooks_lib/lab/kubespray`` itself (root facts.yml, no playbooks/,
+    no remove_node.yml/upgrade_cluster.yml). v2.31 is materialised into
+    LAB_DIR/kubespray-v2.31: the same roles, inventory and library, the shared
+    plays as playbooks/, and ``eras/v2.31`` laid over them (root entry files that
+    import playbooks/*.yml, both remove-node.yml and remove_node.yml, galaxy.yml
+    2.31.0, ansible.cfg, the era's defaults). Side effect: that directory is
+    rebuilt on every call (it is never edited by hand). Raises BadParameters for
+    another era.
+    """
+    if era not in ERAS:
+        raise BadParameters(f"unknown Kubespray era {era!r}", fix=f"use one of {', '.join(ERAS)}")
+    if era == DEFAULT_ERA:
+        return KUBESPRAY_DIR
+    target = (config or LabConfig()).state_dir / f"kubespray-{era}"
+    building = target.with_name(target.name + ".new")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    for name in ("roles", "inventory", "library"):
+        shutil.copytree(KUBESPRAY_DIR / name, building / name)
+    shutil.copytree(KUBESPRAY_DIR / "plays", building / "playbooks")
+    shutil.copytree(KUBESPRAY_DIR / "eras" / era, building, dirs_exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    building.rename(target)
+    return target
+
+
+def era_of(path: Path) -> str:
+    """``v2.19``/``v2.31`` for a stand-in checkout, from its galaxy.yml (as kubespray.detect reads it)."""
+    release = kubespray.detect(path).release
+    return f"v{release[0]}.{release[1]}" if release else "unknown"
+
+
+def quick_unreachable_env() -> dict[str, str]:
+    """Environment that makes a dead host unreachable in ~5 s instead of upstream's many minutes.
+
+    For tests that put a dead host in a play on purpose: ssh through a wrapper that
+    turns ansible.cfg's ConnectionAttempts=100 into 1, with a 5 s connection
+    timeout (ANSIBLE_TIMEOUT). Host-key options are untouched.
+    """
+    return {"ANSIBLE_SSH_EXECUTABLE": str(QUICK_UNREACHABLE_SSH), "ANSIBLE_TIMEOUT": "5"}
+
+
+# The source article's control planes were 185.186.142.5 and 185.186.142.53: the first address
+# is a prefix of the second, which v2.19's `etcdctl member list | grep IP` (no -w) confuses.
+ARTICLE_HOST_NUMBERS = {"node1": 5, "node2": 53}
+
+
+def article_addresses(config: LabConfig | None = None) -> dict[str, str]:
+    """node1/node2's extra lab addresses that collide as substrings, as the article's (pure function)."""
+    network = (config or LabConfig()).network
+    return {name: str(network.network_address + number) for name, number in ARTICLE_HOST_NUMBERS.items()}
+
+
+def add_addresses(lab: Lab, addresses: Mapping[str, str], config: LabConfig | None = None) -> None:
+    """Give machines extra addresses on the lab bridge (``ip addr replace``), as a provider assigns IPs.
+
+    Idempotent; a reimaged machine loses them (call again, as the provider's
+    network configuration would). Rollback: ``ip addr del`` or reimage.
+    """
+    prefix = (config or LabConfig()).network.prefixlen
+    for name, ip in addresses.items():
+        lab.ssh(name, ["ip", "addr", "replace", f"{ip}/{prefix}", "dev", "host0"], timeout=30)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which lab machines play which Kubespray role (the source article's shape by default)."""
@@ -83,10 +154,11 @@ def read_description(path: Path | None = None) -> dict:
                        fix="bring the lab up with `runbooks lab up`") from None
 
 
-def inventory_doc(description: Mapping, layout: Layout = Layout()) -> dict:
+def inventory_doc(description: Mapping, layout: Layout = Layout(), addresses: Mapping[str, str] | None = None) -> dict:
     """hosts.yaml content for ``layout`` on the lab described by ``description`` (pure function).
 
-    Every host gets ansible_host, ip and access_ip (its lab IP) and etcd members an
+    Every host gets ansible_host, ip and access_ip (its lab IP; ip and access_ip
+    from ``addresses`` where given, e.g. :func:`article_addresses`) and etcd members an
     explicit etcd_member_name (etcdN after the machine's number, so reordering the
     group never renames a member). k8s_cluster is written explicitly.
     """
@@ -97,7 +169,8 @@ def inventory_doc(description: Mapping, layout: Layout = Layout()) -> dict:
                             fix="bring the lab up with enough machines: `runbooks lab up --nodes 5`")
     hosts: dict[str, dict] = {}
     for name in layout.hosts():
-        entry = {"ansible_host": ips[name], "ip": ips[name], "access_ip": ips[name]}
+        own = (addresses or {}).get(name, ips[name])
+        entry = {"ansible_host": ips[name], "ip": own, "access_ip": own}
         if name in layout.etcd:
             entry["etcd_member_name"] = "etcd" + re.sub(r"\D", "", name)
         hosts[name] = entry
@@ -118,7 +191,8 @@ def inventory_doc(description: Mapping, layout: Layout = Layout()) -> dict:
 
 
 def write_inventory(inventory_dir: Path, description: Mapping, layout: Layout = Layout(), *,
-                    kubespray_dir: Path = KUBESPRAY_DIR, group_vars: Mapping | None = None) -> Path:
+                    kubespray_dir: Path = KUBESPRAY_DIR, group_vars: Mapping | None = None,
+                    addresses: Mapping[str, str] | None = None) -> Path:
     """Write hosts.yaml and group_vars (sample defaults + the lab's SSH settings); return hosts.yaml.
 
     The SSH settings go to group_vars/all/lab.yml; ``group_vars`` (e.g.
@@ -148,7 +222,7 @@ def write_inventory(inventory_dir: Path, description: Mapping, layout: Layout = 
         + yaml.safe_dump(cluster_vars, sort_keys=False, width=1000))
     hosts = inventory_dir / "hosts.yaml"
     hosts.write_text("# The lab's inventory, written by `runbooks lab cluster`.\n"
-                     + yaml.safe_dump(inventory_doc(description, layout), sort_keys=False).replace(": null", ":"))
+                     + yaml.safe_dump(inventory_doc(description, layout, addresses), sort_keys=False).replace(": null", ":"))
     return hosts
 
 
@@ -195,7 +269,7 @@ def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kub
                  extra_vars: Mapping[str, object] | None = None, limit: str | None = None,
                  timeout: float = PLAYBOOK_TIMEOUT, echo: Callable[[str], None] | None = None,
                  check: bool = True, answer_prompts: bool = True,
-                 log_path: Path | None = None) -> kubespray.PlaybookRun:
+                 log_path: Path | None = None, env: Mapping[str, str] | None = None) -> kubespray.PlaybookRun:
     """Run ``ansible-playbook -i INVENTORY -b PLAYBOOK`` in the Kubespray directory (runbooks_lib.kubespray).
 
     Host keys are verified against ``known_hosts`` (the lab's: ``read_description()["known_hosts"]``),
@@ -203,12 +277,14 @@ def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kub
     Output lines go to ``echo`` as they come (and are appended to ``log_path``); the run is killed after
     ``timeout`` seconds. Raises HostKeyError, PlaybookFailed or WaitTimedOut unless ``check``
     is False. ``answer_prompts=False`` leaves out skip_confirmation/reset_confirmation.
+    ``env`` is added to the run's environment (e.g. :func:`quick_unreachable_env`).
     """
     checkout = kubespray.detect(kubespray_dir)
     cmd = kubespray.command(checkout, playbook, inventory=inventory, known_hosts=known_hosts,
                             ansible_playbook=ansible_playbook_path(),
                             limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts)
-    return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path, env=playbook_env())
+    return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path,
+                         env={**playbook_env(), **dict(env or {})})
 
 
 def summary(run: kubespray.PlaybookRun, inventory: Path, params: Path) -> str:
@@ -234,12 +310,20 @@ def _cluster(args: argparse.Namespace) -> int:
         group_vars["kube_resolv_conf"] = args.kube_resolv_conf
     if args.ingress:
         group_vars.update(ingress_nginx_enabled=True, ingress_nginx_host_network=True)
-    inventory = write_inventory(inventory_dir, description, group_vars=group_vars)
-    params = write_params(inventory_dir, description)
-    print(f"inventory {inventory}, parameters {params}", file=sys.stderr)
+    checkout = kubespray_dir(args.kubespray)
+    addresses = None
+    if args.article_addresses:
+        addresses = article_addresses()
+        add_addresses(Lab(), addresses)
+    inventory = write_inventory(inventory_dir, description, kubespray_dir=checkout, group_vars=group_vars,
+                                addresses=addresses)
+    params = write_params(inventory_dir, description, kubespray_dir=checkout)
+    print(f"Kubespray {args.kubespray} stand-in {checkout}, inventory {inventory}, parameters {params}",
+          file=sys.stderr)
     if args.no_install:
         return 0
     run = run_playbook("cluster.yml", inventory, known_hosts=description["known_hosts"], echo=print, check=False,
+                       kubespray_dir=checkout,
                        log_path=inventory_dir / "cluster.yml.log",
                        extra_vars={k: v for k, v in (e.split("=", 1) for e in args.extra_vars)})
     print(summary(run, inventory, params))
@@ -255,6 +339,12 @@ def register(cmds: argparse._SubParsersAction) -> None:
     p.add_argument("--kube-resolv-conf", default=None,
                    help="set kube_resolv_conf (e.g. /run/systemd/resolve/resolv.conf) to avoid the DNS crash loop")
     p.add_argument("--ingress", action="store_true", help="ingress-nginx with host network on every node")
+    p.add_argument("--kubespray", choices=ERAS, default=DEFAULT_ERA,
+                   help="which Kubespray release the stand-in plays (default v2.19, the article's; "
+                        "v2.31 is laid out in LAB_DIR/kubespray-v2.31)")
+    p.add_argument("--article-addresses", action="store_true",
+                   help="node1/node2 get extra addresses .5 and .53 of the lab subnet as their ip/access_ip "
+                        "(the source article's pair, one a prefix of the other)")
     p.add_argument("--no-install", action="store_true", help="only write the inventory and parameter file")
     p.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to ansible-playbook -e")

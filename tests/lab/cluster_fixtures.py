@@ -58,11 +58,20 @@ class LabCluster:
 
     def playbook(self, playbook: str, *, extra_vars: Mapping[str, object] | None = None,
                  limit: str | None = None, timeout: float = 900,
-                 log_path: Path | None = None) -> kubespray.PlaybookRun:
-        """Run a playbook exactly as an operator would; a failure is returned, not raised."""
+                 log_path: Path | None = None, kubespray_dir: Path = cluster.KUBESPRAY_DIR,
+                 quick_unreachable: bool = True) -> kubespray.PlaybookRun:
+        """Run a playbook exactly as an operator would; a failure is returned, not raised.
+
+        The stand-in's own tests put dead hosts in plays on purpose, so by default a dead
+        host is declared unreachable in ~5 s (cluster.quick_unreachable_env) instead of
+        after upstream's ConnectionAttempts=100; ``quick_unreachable=False`` keeps
+        upstream's settings (runbook tests, through the runner, always have them).
+        ``kubespray_dir`` picks the era (cluster.kubespray_dir("v2.31")).
+        """
         return cluster.run_playbook(playbook, self.hosts, known_hosts=self.description["known_hosts"],
-                                    extra_vars=extra_vars, limit=limit,
-                                    timeout=timeout, check=False, answer_prompts=False, log_path=log_path)
+                                    extra_vars=extra_vars, limit=limit, kubespray_dir=kubespray_dir,
+                                    timeout=timeout, check=False, answer_prompts=False, log_path=log_path,
+                                    env=cluster.quick_unreachable_env() if quick_unreachable else None)
 
     def kubectl(self, *args: str, server_node: str | None = None, check: bool = True,
                 timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -59,8 +59,9 @@ def test_api_answers_through_each_control_plane_and_nodes_are_ready(kubespray_cl
         assert f"--etcd-servers=https://{c.ip('node1')}:2379,https://{c.ip('node2')}:2379,https://{c.ip('node3')}:2379" in manifest
         assert f"--etcd-certfile=/etc/ssl/etcd/ssl/node-{node}.pem" in manifest
         assert f"--advertise-address={c.ip(node)}" in manifest
+        # v2.19 (the default era): the local API server; v2.31 points it at the first control plane.
         conf = c.lab.ssh(node, ["grep", "server:", "/etc/kubernetes/admin.conf"]).stdout
-        assert f"https://{c.ip(node)}:6443" in conf
+        assert "server: https://127.0.0.1:6443" in conf
         names = c.kubectl("get", "nodes", "-o", "name", server_node=node).stdout.split()
         assert names == [f"node/{n}" for n in NODES]
 
@@ -186,8 +187,10 @@ def test_even_number_of_etcd_members_fails_the_assert_unless_ignored(restored_cl
     assert run.ok, run.output_tail
 
 
-def test_remove_node_requires_the_node_variable(kubespray_cluster: LabCluster) -> None:
-    run = kubespray_cluster.playbook("remove-node.yml", extra_vars={"skip_confirmation": "yes"})
+def test_remove_node_requires_the_node_variable_from_v2_28(kubespray_cluster: LabCluster) -> None:
+    """v2.31 refuses without `-e node` (v2.19 would remove every worker: test_kubespray_local checks that)."""
+    run = kubespray_cluster.playbook("remove-node.yml", extra_vars={"skip_confirmation": "yes"},
+                                     kubespray_dir=cluster.kubespray_dir("v2.31"))
     assert not run.ok
     assert "No nodes specified for removal. The `node` variable must be set explicitly." in run.output_tail
     assert list(run.recap) == ["localhost"]  # refused before touching a machine

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib import errors, kubespray
+from runbooks_lib.lab import cluster
+from runbooks_lib.lab.config import LabConfig
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.local
@@ -169,3 +172,46 @@ def test_remove_node_does_not_wait_for_a_prompt(checkout: kubespray.Checkout, tm
     cmd = _command(checkout, inventory, tmp_path, "remove-node", node="node2", skip_confirmation="no")
     with pytest.raises(errors.PlaybookFailed, match="Delete nodes confirmation failed"):
         kubespray.run(cmd, timeout=120)
+
+
+def _plays(checkout: Path, playbook: str, *extra: str) -> dict[str, list[str]]:
+    """``ansible-playbook --list-hosts``: each play's name -> its hosts (nothing connects, nothing runs)."""
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "inventory/sample/hosts.yaml", "--list-hosts", playbook, *extra],
+                          cwd=checkout, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plays: dict[str, list[str]] = {}
+    current = None
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("play #"):
+            current = line.split("): ", 1)[1].split("\t")[0].strip()
+            plays[current] = []
+        elif current and line.startswith("      ") and line.strip():
+            plays[current].append(line.strip())
+    return {name: sorted(hosts) for name, hosts in plays.items()}
+
+
+def test_remove_node_without_node_removes_every_worker_in_v2_19_and_nothing_in_v2_31(tmp_path: Path) -> None:
+    """Kubespray v2.19's remove-node.yml falls back to kube_node without `-e node`; v2.28+ refuse."""
+    v219 = _plays(cluster.KUBESPRAY_DIR, "remove-node.yml", "-e", "skip_confirmation=yes")
+    assert v219["Reset node"] == ["node3", "node4"]  # the sample's every kube_node host
+    assert v219["Post node removal"] == ["node2", "node3"]  # kube_control_plane[1:]:etcd[1:]
+    v231 = _plays(cluster.kubespray_dir("v2.31", LabConfig(state_dir=tmp_path)), "remove-node.yml",
+                  "-e", "skip_confirmation=yes")
+    assert v231["Validate nodes for removal"] == ["localhost"]
+    assert v231["Reset node"] == [] and v231["Post node removal"] == []
+    # With -e node both eras target that node only.
+    assert _plays(cluster.KUBESPRAY_DIR, "remove-node.yml", "-e", "node=node4")["Reset node"] == ["node4"]
+
+
+def test_the_quick_unreachable_ssh_keeps_every_option_but_the_attempts(tmp_path: Path) -> None:
+    """ssh-quick-unreachable (for tests that put a dead host in a play) changes ConnectionAttempts only."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (fake / "ssh").chmod(0o755)
+    wrapper = cluster.quick_unreachable_env()["ANSIBLE_SSH_EXECUTABLE"]
+    argv = ["-o", "ConnectionAttempts=100", "-o", "UserKnownHostsFile=/k h", "-o", "StrictHostKeyChecking=yes",
+            "root@10.0.0.1", "echo a b"]
+    proc = subprocess.run([wrapper, *argv], capture_output=True, text=True, timeout=10,
+                          env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert proc.stdout.splitlines() == ["-o", "ConnectionAttempts=1", *argv[2:]]

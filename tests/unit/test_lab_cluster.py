@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,57 @@ def test_install_summary_names_failed_tasks_and_the_log(tmp_path: Path) -> None:
     assert "  node1      ok=40 changed=0 unreachable=0 failed=1" in text
     assert "failed: node1: etcd : Configure | Wait for etcd cluster to be healthy: non-zero return code" in text
     assert f"log:        {tmp_path / 'cluster.yml.log'}" in text
+
+
+def test_each_era_is_laid_out_as_that_release(tmp_path: Path) -> None:
+    """v2.19: root facts.yml, no playbooks/, no underscore names; v2.31: playbooks/facts.yml and both spellings."""
+    config = LabConfig(state_dir=tmp_path)
+    v219, v231 = (kubespray.detect(cluster.kubespray_dir(era, config)) for era in cluster.ERAS)
+    assert v219.path == cluster.KUBESPRAY_DIR and (v219.version, v219.version_source) == ("v2.19.0", "galaxy.yml")
+    assert v231.path == (tmp_path / "kubespray-v2.31").resolve() and v231.version == "v2.31.0"
+    assert v219.playbook("facts") == Path("facts.yml") and not (v219.path / "playbooks").exists()
+    assert not (v219.path / "remove_node.yml").exists() and not (v219.path / "upgrade_cluster.yml").exists()
+    assert v231.playbook("facts") == Path("playbooks/facts.yml") and not (v231.path / "facts.yml").exists()
+    for name in ("remove-node.yml", "remove_node.yml", "upgrade-cluster.yml", "upgrade_cluster.yml"):
+        assert (v231.path / name).is_file(), name
+    assert [cluster.era_of(c.path) for c in (v219, v231)] == ["v2.19", "v2.31"]
+    # Rebuilt from the source on every call: nothing stale survives.
+    (v231.path / "stale.yml").write_text("---\n")
+    assert not (cluster.kubespray_dir("v2.31", config) / "stale.yml").exists()
+    with pytest.raises(BadParameters, match="unknown Kubespray era"):
+        cluster.kubespray_dir("v2.25", config)
+
+
+def test_era_defaults_and_playbooks_differ_where_upstream_does(tmp_path: Path) -> None:
+    v231 = cluster.kubespray_dir("v2.31", LabConfig(state_dir=tmp_path))
+    era = "roles/kubespray_defaults/defaults/main/era.yml"
+    old, new = (yaml.safe_load((root / era).read_text()) for root in (cluster.KUBESPRAY_DIR, v231))
+    assert (old["etcd_member_grep"], new["etcd_member_grep"]) == ("grep", "grep -w")
+    assert (old["remove_node_etcd_match"], new["remove_node_etcd_match"]) == ("grep", "peer_url")
+    assert "127.0.0.1" in old["admin_kubeconfig_server"] and "first_kube_control_plane" in new["admin_kubeconfig_server"]
+    assert "k8s_cluster" not in old["kubespray_group_mappings"]["k8s_cluster"]
+    assert "kube_node" in new["kubespray_group_mappings"]["k8s_cluster"]
+    # reset.yml: v2.19 prompts with vars_prompt (skip_confirmation unread), v2.31 with a pause.
+    reset19 = (cluster.KUBESPRAY_DIR / "reset.yml").read_text()
+    reset31 = (v231 / "playbooks" / "reset.yml").read_text()
+    plays19 = reset19.split("\n- name: Reset cluster")[1]
+    assert "vars_prompt:" in plays19 and "skip_confirmation" not in plays19
+    assert "skip_confirmation" in reset31 and "vars_prompt" not in reset31
+    # remove-node.yml: `-e node` optional in v2.19 (every kube_node host), required in v2.31.
+    assert "default('kube_node')" in (cluster.KUBESPRAY_DIR / "remove-node.yml").read_text()
+    assert "node is defined" in (v231 / "playbooks" / "remove_node.yml").read_text()
+
+
+def test_ansible_cfg_has_upstreams_connection_settings(tmp_path: Path) -> None:
+    """A dead host takes as long as with upstream: ConnectionAttempts=100, v2.19 no timeout (10 s), v2.31 300 s."""
+    v231 = cluster.kubespray_dir("v2.31", LabConfig(state_dir=tmp_path))
+    for root, timeout, cache in ((cluster.KUBESPRAY_DIR, None, "7200"), (v231, "300", "86400")):
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(root / "ansible.cfg")
+        assert "-o ConnectionAttempts=100" in parser.get("ssh_connection", "ssh_args")
+        assert parser.get("ssh_connection", "retries", fallback=None) is None
+        assert parser.get("defaults", "timeout", fallback=None) == timeout
+        assert parser.get("defaults", "fact_caching_timeout") == cache
+        assert parser.get("defaults", "host_key_checking") == "False"
+    env = cluster.quick_unreachable_env()
+    assert Path(env["ANSIBLE_SSH_EXECUTABLE"]).is_file() and env["ANSIBLE_TIMEOUT"] == "5"
