@@ -189,8 +189,9 @@ def command(
     become: bool = True,
     verbosity: int = 0,
     answer_prompts: bool = True,
+    tags: str | Sequence[str] | None = None,
 ) -> PlaybookCommand:
-    """Build ``ansible-playbook -i INV -b PLAYBOOK [--limit ...] [-e k=v ...]``.
+    """Build ``ansible-playbook -i INV -b PLAYBOOK [--limit ...] [--tags ...] [-e k=v ...]``.
 
     ``playbook`` is a logical name (``facts``, ``remove-node``...) or a file in
     the checkout. The no-prompt vars of remove-node/reset are added unless
@@ -212,6 +213,8 @@ def command(
     argv.append(str(book))
     if limit:
         argv.append(f"--limit={limit if isinstance(limit, str) else ','.join(limit)}")
+    if tags:
+        argv.append(f"--tags={tags if isinstance(tags, str) else ','.join(tags)}")
     logical = next((n for n, files in PLAYBOOKS.items() if str(book) in files), playbook)
     no_prompt = NO_PROMPT_VARS.get(logical, {}) if answer_prompts else {}
     merged: dict[str, object] = {**no_prompt, **dict(extra_vars or {})}

@@ -269,7 +269,8 @@ def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kub
                  extra_vars: Mapping[str, object] | None = None, limit: str | None = None,
                  timeout: float = PLAYBOOK_TIMEOUT, echo: Callable[[str], None] | None = None,
                  check: bool = True, answer_prompts: bool = True,
-                 log_path: Path | None = None, env: Mapping[str, str] | None = None) -> kubespray.PlaybookRun:
+                 log_path: Path | None = None, env: Mapping[str, str] | None = None,
+                 tags: str | None = None) -> kubespray.PlaybookRun:
     """Run ``ansible-playbook -i INVENTORY -b PLAYBOOK`` in the Kubespray directory (runbooks_lib.kubespray).
 
     Host keys are verified against ``known_hosts`` (the lab's: ``read_description()["known_hosts"]``),
@@ -282,7 +283,7 @@ def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kub
     checkout = kubespray.detect(kubespray_dir)
     cmd = kubespray.command(checkout, playbook, inventory=inventory, known_hosts=known_hosts,
                             ansible_playbook=ansible_playbook_path(),
-                            limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts)
+                            limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts, tags=tags)
     return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path,
                          env={**playbook_env(), **dict(env or {})})
 

@@ -46,6 +46,8 @@ def _wait_ready(c: LabCluster, node: str, *, server_node: str, timeout: float = 
 def test_new_etcd_node_beside_a_dead_member_then_recover_control_plane(restored_cluster: LabCluster) -> None:
     c = restored_cluster
     ip1, ip2, ip3, ip5 = (c.ip(n) for n in ("node1", "node2", "node3", "node5"))
+    # node1 stays dead in later plays (recover-control-plane delegates to it): c.playbook declares it
+    # unreachable in ~5 s (cluster.quick_unreachable_env), not after upstream's ConnectionAttempts=100.
     c.lab.poweroff("node1", mode="hard")
 
     # The trap: node1 out of the groups (kept in all.hosts), node5 appended, etcd1 still a member.
@@ -77,6 +79,14 @@ def test_new_etcd_node_beside_a_dead_member_then_recover_control_plane(restored_
     c.write_inventory(doc)
     assert _upstreams(c, "node4") == {f"{ip1}:6443", f"{ip2}:6443"}
 
+    # Joins discover the API server through kube-public/cluster-info, which still names dead node1:
+    # point it at a survivor first, as the article does (no playbook updates it).
+    info = json.loads(c.kubectl("-n", "kube-public", "get", "cm", "cluster-info", "-o", "json",
+                                server_node="node2").stdout)
+    assert f"server: https://{ip1}:6443" in info["data"]["kubeconfig"]
+    live = info["data"]["kubeconfig"].replace(f"https://{ip1}:6443", f"https://{ip2}:6443")
+    c.kubectl("-n", "kube-public", "patch", "cm", "cluster-info", "--type=merge",
+              "-p", json.dumps({"data": {"kubeconfig": live}}), server_node="node2")
     run = c.playbook("recover-control-plane.yml", limit="etcd,kube_control_plane",
                      extra_vars={"etcd_retries": "10"}, timeout=1200)
     assert run.ok, run.output_tail
@@ -92,10 +102,10 @@ def test_new_etcd_node_beside_a_dead_member_then_recover_control_plane(restored_
     _wait_ready(c, "node5", server_node="node5")
     names = c.kubectl("get", "nodes", "-o", "name", server_node="node5").stdout.split()
     assert "node/node1" not in names and "node/node5" in names
-    # Never updated by any playbook: still the control plane that initialised the cluster.
+    # Never updated by any playbook: still what was written by hand above.
     info = json.loads(c.kubectl("-n", "kube-public", "get", "cm", "cluster-info", "-o", "json",
                                 server_node="node2").stdout)
-    assert f"server: https://{ip1}:6443" in info["data"]["kubeconfig"]
+    assert f"server: https://{ip2}:6443" in info["data"]["kubeconfig"]
 
     # nginx-proxy is refreshed only on hosts in the play: node3 (etcd) was, node4 was not.
     assert _upstreams(c, "node3") == {f"{ip2}:6443", f"{ip5}:6443"}
