@@ -322,6 +322,28 @@ def parse_endpoint_health(text: str) -> list[EndpointHealth]:
     ]
 
 
+_HEALTH_LINE = re.compile(r"^(?P<endpoint>\S+) is (?P<state>healthy|unhealthy): (?P<rest>.*)$")
+
+
+def parse_endpoint_health_text(stdout: str, stderr: str) -> list[EndpointHealth]:
+    """Parse ``etcdctl endpoint health`` in its default (simple) output, from both streams.
+
+    etcdctl 3.4 prints every result on stderr; 3.5 and later print healthy
+    endpoints on stdout and unhealthy ones on stderr (with "Error: unhealthy
+    cluster"). Log lines and other text are ignored.
+    """
+    results = []
+    for line in (stdout + "\n" + stderr).splitlines():
+        match = _HEALTH_LINE.match(line.strip())
+        if not match:
+            continue
+        healthy = match["state"] == "healthy"
+        took = re.search(r"took = (\S+)", match["rest"]) if healthy else None
+        results.append(EndpointHealth(endpoint=match["endpoint"], healthy=healthy,
+                                      took=took[1] if took else "", error="" if healthy else match["rest"]))
+    return results
+
+
 def endpoint_health(
     ctl: Etcdctl, *, cluster: bool = False, endpoints: Sequence[str] | None = None, timeout: float | None = None
 ) -> list[EndpointHealth]:

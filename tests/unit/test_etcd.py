@@ -256,3 +256,22 @@ def test_removal_and_loss_verdicts() -> None:
     no = etcd.check_loss(three, {"etcd1", "etcd2"}, "etcd1")
     assert not no.ok and "would stop" in no.message
     assert not etcd.check_loss(["a", "b"], {"a", "b"}, "a").ok
+
+
+@pytest.mark.parametrize("version", ["3.4", "3.5"])
+def test_endpoint_health_simple_output_of_3_4_and_3_5(version: str) -> None:
+    """3.4 prints every result on stderr, 3.5 healthy ones on stdout: the parser reads both (real output)."""
+    stdout = data(f"endpoint_health_one_down.{version}.simple.stdout")
+    stderr = data(f"endpoint_health_one_down.{version}.simple.stderr")
+    assert ("is healthy" in stdout) == (version == "3.5")  # where the healthy line went
+    health = etcd.parse_endpoint_health_text(stdout, stderr)
+    assert [(h.endpoint, h.healthy) for h in health] == [("http://127.0.0.1:23791", True),
+                                                         ("http://127.0.0.1:23799", False)]
+    assert health[0].took.endswith("ms") and health[1].error == "failed to commit proposal: context deadline exceeded"
+
+
+def test_endpoint_health_json_of_3_5_parses_as_3_4s() -> None:
+    health = etcd.parse_endpoint_health(data("endpoint_health_one_down.3.5.json"))
+    assert [(h.endpoint, h.healthy, h.error) for h in health] == [
+        ("http://127.0.0.1:23791", True, ""), ("http://127.0.0.1:23799", False, "context deadline exceeded")]
+    assert "Error: unhealthy cluster" in data("endpoint_health_one_down.3.5.stderr")
