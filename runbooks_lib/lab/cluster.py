@@ -72,7 +72,8 @@ def kubespray_dir(era: str = DEFAULT_ERA, config: LabConfig | None = None) -> Pa
     LAB_DIR/kubespray-v2.31: the same roles, inventory and library, the shared
     plays as playbooks/, and ``eras/v2.31`` laid over them (root entry files that
     import playbooks/*.yml, both remove-node.yml and remove_node.yml, galaxy.yml
-    2.31.0, ansible.cfg, the era's defaults). Side effect: that directory is
+    2.31.0, ansible.cfg, the era's defaults); roles/download is a link to this
+    checkout's. Side effect: that directory is
     rebuilt on every call (it is never edited by hand). Raises BadParameters for
     another era.
     """
@@ -86,6 +87,10 @@ def kubespray_dir(era: str = DEFAULT_ERA, config: LabConfig | None = None) -> Pa
     building.mkdir(parents=True)
     for name in ("roles", "inventory", "library"):
         shutil.copytree(KUBESPRAY_DIR / name, building / name)
+    # The download role packs the runbooks_lib package it sits in (the stand-ins' "binaries",
+    # found from its own path): linked, not copied, so that it still finds it from here.
+    shutil.rmtree(building / "roles" / "download")
+    (building / "roles" / "download").symlink_to(KUBESPRAY_DIR / "roles" / "download", target_is_directory=True)
     shutil.copytree(KUBESPRAY_DIR / "plays", building / "playbooks")
     shutil.copytree(KUBESPRAY_DIR / "eras" / era, building, dirs_exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)

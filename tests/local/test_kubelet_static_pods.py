@@ -97,3 +97,62 @@ def test_changed_manifest_restarts_the_unit_and_replaces_the_mirror_pod(api_serv
             await api.close()
 
     asyncio.run(scenario())
+
+
+NGINX_PROXY = """apiVersion: v1
+kind: Pod
+metadata:
+  name: nginx-proxy
+  namespace: kube-system
+  annotations: {nginx-cfg-checksum: "1111"}
+spec:
+  hostNetwork: true
+  containers:
+  - name: nginx-proxy
+    image: docker.io/library/nginx:1.25.2-alpine
+"""
+
+
+class UnitsRuntime:
+    """Per-unit fake: only the units that were started run; records starts and restarts."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.restarted: list[str] = []
+
+    async def started_at(self, unit: str) -> float | None:
+        return self.started.get(unit)
+
+    async def restart(self, unit: str) -> None:
+        self.restarted.append(unit)
+        self.started[unit] = time.time()
+
+
+def test_the_kubelet_itself_runs_nginx_proxy_from_its_manifest(api_server, tmp_path: Path) -> None:
+    """nginx-proxy is a static pod: the kubelet starts it (nothing else does) and restarts it when its
+    manifest changes (Kubespray's nginx-cfg-checksum annotation); kube-apiserver.service it leaves to the installer."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "kube-apiserver.yaml").write_text(MANIFEST)
+    path = manifests / "nginx-proxy.yml"
+    path.write_text(NGINX_PROXY)
+    runtime = UnitsRuntime()
+
+    async def scenario() -> None:
+        api = KubeClient.from_kubeconfig(str(api_server.kubeconfig))
+        try:
+            static = staticpods.StaticPods(api, "node3", "127.0.0.3", manifests, 0.1, lambda: None, runtime)
+            await static.sync()
+            assert runtime.restarted == ["nginx-proxy.service"]  # started; the API server's unit is not
+            mirror = await api.get(PODS, "nginx-proxy-node3", "kube-system")
+            assert mirror["status"]["phase"] == "Running" and static.owns(mirror)
+            await static.sync()
+            assert runtime.restarted == ["nginx-proxy.service"]
+            time.sleep(1.1)
+            path.write_text(NGINX_PROXY.replace("1111", "2222"))  # nginx.conf changed
+            await static.sync()
+            assert runtime.restarted == ["nginx-proxy.service", "nginx-proxy.service"]
+        finally:
+            await api.close()
+
+    asyncio.run(scenario())

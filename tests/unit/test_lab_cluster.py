@@ -153,3 +153,10 @@ def test_ansible_cfg_has_upstreams_connection_settings(tmp_path: Path) -> None:
         assert parser.get("defaults", "host_key_checking") == "False"
     env = cluster.quick_unreachable_env()
     assert Path(env["ANSIBLE_SSH_EXECUTABLE"]).is_file() and env["ANSIBLE_TIMEOUT"] == "5"
+
+
+def test_v2_31s_download_role_still_packs_runbooks_lib(tmp_path: Path) -> None:
+    """The download role finds the package from its own path; in the laid-out v2.31 tree too."""
+    download = cluster.kubespray_dir("v2.31", LabConfig(state_dir=tmp_path)) / "roles" / "download"
+    root = Path(str(download) + "/../../../..").resolve()
+    assert (root / "lab" / "kubelet" / "agent.py").is_file() and root.name == "runbooks_lib"

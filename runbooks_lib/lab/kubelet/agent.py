@@ -57,16 +57,18 @@ class Kubelet:
         """Register, then heartbeat and run pods until ``stop`` is set; then stop every pod process."""
         tasks: list[asyncio.Task] = []
         try:
+            # Static pods run from the manifests before the node is registered, as kubelet's
+            # (a worker reaches the API through its nginx-proxy static pod).
+            if self.static is not None:
+                tasks.append(asyncio.create_task(self.static.run(stop)))
             await self._until(stop, self.register)
             if stop.is_set():
                 return
-            tasks = [
+            tasks += [
                 asyncio.create_task(self._every(stop, self.config.node_status_update_frequency, self.post_status)),
                 asyncio.create_task(self._every(stop, self.lease_renew_interval, self.renew_lease)),
                 asyncio.create_task(self.watch_pods(stop)),
             ]
-            if self.static is not None:
-                tasks.append(asyncio.create_task(self.static.run(stop)))
             await stop.wait()
         finally:
             for task in tasks:

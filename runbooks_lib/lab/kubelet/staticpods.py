@@ -11,7 +11,11 @@ mirror pod is recreated with the new hash, command and start time.
 
 A unit that started after the manifest's last change already runs it (e.g.
 Ansible started it), so it is not restarted again; an unchanged hash is never a
-restart, as with kubelet. Manifests without a unit here are left alone.
+restart, as with kubelet. Manifests without a unit here are left alone. The
+units in ``KUBELET_STARTED`` (nginx-proxy) are run by the kubelet alone: it
+starts them whenever their manifest is there and they are not running (at its
+own start too, before the node is registered: workers reach the API through
+nginx-proxy); kube-apiserver.service is started by the installer.
 Side effects: ``systemctl restart UNIT``; creates, deletes and patches the
 mirror pods (and their status) of this node.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +39,9 @@ from runbooks_lib.lab.kubeapi import client as kc
 log = logging.getLogger(__name__)
 
 # manifest file name -> the systemd unit that runs it on a lab machine
-UNITS: dict[str, str] = {"kube-apiserver.yaml": "kube-apiserver.service"}
+UNITS: dict[str, str] = {"kube-apiserver.yaml": "kube-apiserver.service", "nginx-proxy.yml": "nginx-proxy.service"}
+# units nothing but the kubelet starts (Kubespray's nginx-proxy is a static pod, not a service)
+KUBELET_STARTED: frozenset[str] = frozenset({"nginx-proxy.service"})
 PUBLISH_RETRIES = 30  # after a restart the API may be down for a few seconds: retry each second
 
 
@@ -122,7 +128,7 @@ class StaticPods:
 
     def __init__(self, api: kc.KubeClient, node: str, node_ip: str, manifest_dir: Path, period: float,
                  node_uid: Callable[[], str | None], runtime: Runtime | None = None,
-                 units: Mapping[str, str] = UNITS) -> None:
+                 units: Mapping[str, str] = UNITS, starts: Collection[str] = KUBELET_STARTED) -> None:
         self.api = api
         self.node = node
         self.node_ip = node_ip
@@ -131,6 +137,7 @@ class StaticPods:
         self.node_uid = node_uid
         self.runtime = runtime or SystemdRuntime()
         self.units = dict(units)
+        self.starts = frozenset(starts)
         self.published: dict[str, tuple[str, float]] = {}  # mirror name -> (hash, start) last published
         self.restarts = 0
 
@@ -167,6 +174,11 @@ class StaticPods:
             if not isinstance(manifest, dict):
                 continue
             started = await self.runtime.started_at(unit)
+            if started is None and unit in self.starts:
+                log.info("static pod %s: starting %s", path, unit)
+                await self.runtime.restart(unit)
+                self.restarts += 1
+                started = await self.runtime.started_at(unit)
             if started is None:
                 continue  # not running: whoever installs the unit starts it
             digest = manifest_hash(text)
