@@ -19,11 +19,11 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from runbooks_lib import local, ssh
+from runbooks_lib import etcd, local, ssh
 from runbooks_lib.errors import BadParameters, CommandFailed, PreconditionFailed
 from runbooks_lib.etcd_snapshot import Manifest, check_backup
 from runbooks_lib.waits import wait_for
@@ -285,3 +285,110 @@ def write_marker(conn: ssh.BaseConnection, record: dict, *, sudo: bool = False, 
     """Action: record on the member that this snapshot was restored here (read by a re-run). Rollback: delete it."""
     ssh.run(conn, ["mkdir", "-p", "-m", "700", WORK_DIR], timeout=timeout, sudo=sudo)
     ssh.write_text(conn, MARKER, json.dumps(record, sort_keys=True) + "\n", sudo=sudo, timeout=timeout)
+
+
+# -- what the restore-cluster runbook finds and decides ---------------------------------------------
+
+REPLACE_RUNBOOK = "replace-control-plane"
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One etcd host as the restore preflight finds it."""
+
+    host: str
+    reachable: bool
+    installed: bool  # /etc/etcd.env, the etcd certificates and an etcd binary are there
+    healthy: bool  # its own endpoint answers a quorum read
+    version: str = ""
+    name: str = ""  # ETCD_NAME from /etc/etcd.env
+    peer_url: str = ""  # ETCD_INITIAL_ADVERTISE_PEER_URLS from /etc/etcd.env
+    marker: Mapping = field(default_factory=dict)  # the restore marker, {} when none
+    error: str = ""
+
+
+def member_state(conn: ssh.BaseConnection, host: str, *, cert_dir: str = "/etc/ssl/etcd/ssl",
+                 sudo: bool = False, timeout: float = 30.0) -> MemberState:
+    """Probe: reachability, installation, health, version and restore marker of one etcd host.
+
+    Never raises for an unreachable or blank machine: that is what it reports.
+    """
+    try:
+        ssh.run(conn, ["true"], timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means unreachable here
+        return MemberState(host, False, False, False, marker={}, error=str(exc).splitlines()[0])
+    env_text = ssh.read_text(conn, etcd.ENV_FILE, sudo=sudo, timeout=timeout, missing_ok=True)
+    certs = ssh.run(conn, ["test", "-f", f"{cert_dir}/admin-{host}.pem"], timeout=timeout, sudo=sudo,
+                    check=False).ok
+    version = ""
+    found = ssh.run(conn, ["etcd", "--version"], timeout=timeout, sudo=sudo, check=False)
+    if found.ok:
+        version = ".".join(map(str, parse_version(found.stdout)))
+    env = etcd.EnvFile.parse(env_text or "")
+    installed = bool(env_text) and certs and bool(version)
+    healthy = False
+    if installed:
+        ctl = etcd.Etcdctl(conn, member=host, cert_dir=cert_dir, sudo=sudo, timeout=timeout)
+        healthy = any(h.healthy for h in etcd.endpoint_health(ctl, timeout=timeout))
+    return MemberState(host, True, installed, healthy, version, env.get("ETCD_NAME") or "",
+                       env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS") or "",
+                       restored_marker(conn, sudo=sudo, timeout=timeout), "")
+
+
+@dataclass(frozen=True)
+class RestoreDecision:
+    """What the preflight decided: refuse (and why) or rebuild, and who plays which part."""
+
+    refuse: str  # "" to go ahead
+    fix: str
+    survivors: tuple[str, ...]  # restored from the snapshot, in the etcd group's order
+    rebuilt: tuple[str, ...]  # reinstalled machines: joined by Kubespray afterwards
+    resuming: bool  # a marker of this snapshot is on a survivor: an earlier run got that far
+    healthy: int
+    quorum: int
+
+
+def decide(etcd_hosts: Sequence[str], control_planes: Sequence[str], states: Mapping[str, MemberState],
+           sha256: str) -> RestoreDecision:
+    """Is this a lost quorum that a restore must fix, and which hosts are survivors? Pure.
+
+    Refused: a majority of the etcd group healthy (unless resuming a restore
+    of this same snapshot), an unreachable etcd host (never put one in a
+    play), no survivor, or a rebuilt host first in ``etcd`` or
+    ``kube_control_plane`` (Kubespray mints a new CA / runs kubeadm init on
+    the first one).
+    """
+    n, q = len(etcd_hosts), len(etcd_hosts) // 2 + 1
+    healthy = sum(1 for h in etcd_hosts if states[h].healthy)
+    survivors = tuple(h for h in etcd_hosts if states[h].installed)
+    rebuilt = tuple(h for h in etcd_hosts if states[h].reachable and not states[h].installed)
+    resuming = any((states[h].marker or {}).get("sha256") == sha256 for h in survivors)
+    unreachable = [h for h in etcd_hosts if not states[h].reachable]
+
+    def out(refuse: str, fix: str) -> RestoreDecision:
+        return RestoreDecision(refuse, fix, survivors, rebuilt, resuming, healthy, q)
+
+    if healthy >= q and not resuming:
+        return out(f"etcd still has quorum: {healthy} of {n} members healthy ({q} needed); a restore would throw "
+                   "away every change since the snapshot for nothing",
+                   f"replace the lost member(s) with the {REPLACE_RUNBOOK} runbook instead")
+    if unreachable:
+        return out(f"etcd host(s) {', '.join(unreachable)} do not answer SSH; Kubespray must not run with an "
+                   "unreachable host in the play",
+                   "reinstall the machine(s) (same address) and pin the new host key, or remove them from the "
+                   "inventory's etcd group")
+    if not survivors:
+        return out("no etcd host still has etcd installed (env file, certificates, binary): the etcd CA is gone",
+                   "this runbook restores onto at least one surviving member; with every member reinstalled, "
+                   "reinstall the cluster and restore by hand")
+    for group, hosts in (("etcd", etcd_hosts), ("kube_control_plane", control_planes)):
+        if hosts and hosts[0] in rebuilt:
+            return out(f"{hosts[0]}, first in {group}, is a reinstalled machine; Kubespray treats the first host "
+                       "as the source of the etcd CA and of the control plane",
+                       f"put a surviving host ({', '.join(survivors)}) first in {group} in the inventory")
+    return out("", "")
+
+
+def initial_cluster(states: Mapping[str, MemberState], survivors: Sequence[str]) -> str:
+    """``NAME=PEER_URL,...`` of the survivors, from their /etc/etcd.env. Pure."""
+    return ",".join(f"{states[h].name}={states[h].peer_url}" for h in survivors)
