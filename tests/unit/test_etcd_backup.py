@@ -87,3 +87,58 @@ def test_restore_argv_forms() -> None:
     assert etcd_restore.new_token("0123456789abcdef") == "etcd-restore-0123456789ab"
     with pytest.raises(BadParameters):
         etcd_restore.restore_tool("unknown")
+
+
+def _state(host: str, *, reachable: bool = True, installed: bool = True, healthy: bool = False,
+           marker: dict | None = None) -> etcd_restore.MemberState:
+    n = host[-1]
+    return etcd_restore.MemberState(host, reachable, installed, healthy, "3.4.23" if installed else "",
+                                    f"etcd{n}" if installed else "", f"https://10.0.0.{n}:2380" if installed else "",
+                                    marker or {})
+
+
+ETCD_HOSTS = ["node1", "node2", "node3"]
+
+
+def test_decide_refuses_while_quorum_is_healthy_and_names_the_replace_runbook() -> None:
+    states = {"node1": _state("node1", healthy=True), "node2": _state("node2", healthy=True),
+              "node3": _state("node3", installed=False)}
+    d = etcd_restore.decide(ETCD_HOSTS, ["node1", "node2"], states, "ab" * 32)
+    assert "still has quorum: 2 of 3" in d.refuse and "replace-control-plane runbook" in d.fix
+
+
+def test_decide_two_of_three_reinstalled() -> None:
+    states = {"node1": _state("node1"), "node2": _state("node2", installed=False),
+              "node3": _state("node3", installed=False)}
+    d = etcd_restore.decide(ETCD_HOSTS, ["node1", "node2"], states, "ab" * 32)
+    assert (d.refuse, d.survivors, d.rebuilt, d.resuming) == ("", ("node1",), ("node2", "node3"), False)
+    assert etcd_restore.initial_cluster(states, d.survivors) == "etcd1=https://10.0.0.1:2380"
+
+
+def test_decide_resumes_its_own_restore_even_when_healthy() -> None:
+    sha = "cd" * 32
+    states = {"node1": _state("node1", healthy=True, marker={"sha256": sha}),
+              "node2": _state("node2", healthy=True), "node3": _state("node3", installed=False)}
+    assert etcd_restore.decide(ETCD_HOSTS, ["node1"], states, sha).refuse == ""
+    assert etcd_restore.decide(ETCD_HOSTS, ["node1"], states, "ef" * 32).refuse  # another snapshot: refused
+
+
+@pytest.mark.parametrize("states, words", [
+    ({"node1": _state("node1"), "node2": _state("node2", reachable=False), "node3": _state("node3")},
+     "do not answer SSH"),
+    ({h: _state(h, installed=False) for h in ETCD_HOSTS}, "no etcd host still has etcd installed"),
+    ({"node1": _state("node1", installed=False), "node2": _state("node2"), "node3": _state("node3", installed=False)},
+     "node1, first in etcd"),
+])
+def test_decide_refusals(states: dict, words: str) -> None:
+    assert words in etcd_restore.decide(ETCD_HOSTS, ["node2"], states, "ab" * 32).refuse
+
+
+def test_snapshot_and_restore_parameter_checks() -> None:
+    from runbooks_lib import schemas
+
+    assert schemas.check_snapshot(schemas.SnapshotParams()).drill is True
+    with pytest.raises(BadParameters, match="drill_snapshot.*keep_last|keep_last.*drill_snapshot"):
+        schemas.check_snapshot(schemas.SnapshotParams(keep_last=-1, drill_snapshot="../x"))
+    with pytest.raises(BadParameters, match="snapshot"):
+        schemas.check_restore(schemas.RestoreParams(snapshot="/etc/passwd"))
