@@ -56,6 +56,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
+@pytest.mark.timeout(1500)  # a snapshot run, a killed restore run and a full one (cluster.yml --limit)
 def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabCluster, tmp_path: Path) -> None:
     c = restored_cluster
     backups, runs = tmp_path / "backups", tmp_path / "runs"
