@@ -3,7 +3,7 @@
 Part of :mod:`runbooks_lib.etcd` (import the names from there:
 ``etcd.snapshot(ctl, ...)``); etcdctl/etcdutl run over SSH on the member.
 Actions: snapshot_save, snapshot, remove_remote, write_manifest, apply_retention.
-Probes: snapshot_status, remote_sha256, live_keys, choose_member, read_manifest,
+Probes: snapshot_status, remote_sha256, choose_member, read_manifest,
 backups, check_backup. Pure: plan_retention, backup_name.
 """
 
@@ -58,6 +58,7 @@ class Snapshot:
     remote_sha256: str
     local_sha256: str
     size: int
+    keys: int = -1  # live keys at the snapshot's revision (what a restore must hold); -1: not read
 
 
 def snapshot_save(ctl: Etcdctl, remote_path: str, *, endpoint: str | None = None, timeout: float = 300.0) -> ssh.Result:
@@ -117,18 +118,64 @@ def local_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# One remote shell script (constant; the snapshot path and the etcdctl command line are its arguments):
+# save, snapshot status (etcdutl where installed), sha256 and the live key count at the snapshot's
+# revision, in one SSH round trip. Prints the status JSON, the sha256sum line and the count JSON.
+_SAVE_AND_VERIFY = r"""set -e
+snap=$1; shift
+"$@" snapshot save "$snap" >/dev/null
+if command -v etcdutl >/dev/null 2>&1; then status=$(etcdutl snapshot status "$snap" -w json)
+else status=$("$@" snapshot status "$snap" -w json); fi
+printf '%s\n' "$status"
+sha256sum -- "$snap"
+rev=$(printf '%s' "$status" | sed -n 's/.*"revision":\([0-9]*\).*/\1/p')
+"$@" get "" --prefix --keys-only --limit=1 --rev="$rev" -w json
+"""
+
+
+def save_and_verify_argv(ctl: Etcdctl, remote_path: str, endpoint: str) -> list[str]:
+    """The one command that saves, verifies and counts (see _SAVE_AND_VERIFY). Pure."""
+    return ["sh", "-c", _SAVE_AND_VERIFY, "etcd-snapshot", remote_path, *ctl.argv(endpoints=[endpoint])]
+
+
+def parse_save_and_verify(result: ssh.Result) -> tuple[SnapshotStatus, str, int]:
+    """Status, remote sha256 and live key count from the script's three lines. Raises CommandFailed."""
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    try:
+        status, count = json.loads(lines[0]), json.loads(lines[2])
+        digest = lines[1].split()[0]
+        return (SnapshotStatus(hash=int(status["hash"]), revision=int(status["revision"]),
+                               total_keys=int(status["totalKey"]), total_size=int(status["totalSize"])),
+                digest, int(count.get("count", 0)))
+    except (IndexError, KeyError, ValueError, TypeError):
+        raise CommandFailed("snapshot save/verify printed something unexpected", host=result.host,
+                            command=result.command, exit_code=result.exited, stderr=result.stderr or result.stdout,
+                            fix="check the etcdctl version and the certificate paths") from None
+
+
 def snapshot(
     ctl: Etcdctl, remote_path: str, local_path: str | os.PathLike, *, endpoint: str | None = None,
     timeout: float = 300.0,
 ) -> Snapshot:
     """Action: save a snapshot on the member, verify it, download it (mode 0600) and compare checksums.
 
-    Raises CommandFailed when saving or verifying fails or the checksums
-    differ (the bad local copy is deleted). Rollback: delete both files.
+    Saving, ``snapshot status``, the member's sha256 and the live key count at
+    the snapshot's revision take one SSH command; then the download. Raises
+    BadParameters for several endpoints, CommandFailed when saving or
+    verifying fails or the checksums differ (the bad local copy is deleted).
+    Rollback: delete both files.
     """
-    snapshot_save(ctl, remote_path, endpoint=endpoint, timeout=timeout)
-    status = snapshot_status(ctl, remote_path, timeout=timeout)
-    remote_sum = remote_sha256(ctl.conn, remote_path, sudo=ctl.sudo, timeout=timeout)
+    ep = endpoint or (ctl.endpoints[0] if len(ctl.endpoints) == 1 else None)
+    if not ep or "," in ep:
+        raise BadParameters(
+            f"snapshot save takes exactly one endpoint, got {endpoint or ctl.endpoints}",
+            fix="pass endpoint= the client URL of one healthy member",
+        )
+    result = ssh.run(ctl.conn, save_and_verify_argv(ctl, remote_path, ep), timeout=timeout, sudo=ctl.sudo)
+    status, remote_sum, keys = parse_save_and_verify(result)
+    if ctl.sudo and ctl.conn.needs_sudo:
+        # etcdctl ran as root; let the SSH user download it.
+        ssh.run(ctl.conn, ["chown", ctl.conn.host.user, remote_path], timeout=30, sudo=True)
     Path(local_path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Created 0600 before the download writes into it: the snapshot holds every Secret of the cluster.
     os.close(os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
@@ -144,30 +191,14 @@ def snapshot(
             fix="download it again; check disk space on both ends",
         )
     return Snapshot(
-        host=ctl.conn.name, endpoint=endpoint or ctl.endpoints[0], remote_path=remote_path,
-        local_path=str(local_path), status=status, remote_sha256=remote_sum, local_sha256=local_sum,
-        size=Path(local_path).stat().st_size,
+        host=ctl.conn.name, endpoint=ep, remote_path=remote_path, local_path=str(local_path), status=status,
+        remote_sha256=remote_sum, local_sha256=local_sum, size=Path(local_path).stat().st_size, keys=keys,
     )
 
 
 def remove_remote(conn: ssh.BaseConnection, remote_path: str, *, sudo: bool = False, timeout: float = 60.0) -> None:
     """Action: delete the member's copy of a snapshot (``rm -f``). No rollback: the local copy is kept."""
     ssh.run(conn, ["rm", "-f", "--", remote_path], timeout=timeout, sudo=sudo)
-
-
-def live_keys(ctl: Etcdctl, revision: int, *, endpoint: str | None = None, timeout: float = 60.0) -> int:
-    """Probe: how many keys the cluster held at ``revision`` (``etcdctl get "" --prefix --limit=1``'s count).
-
-    This is the number a restored etcd must hold. snapshot status's totalKey
-    is not it: that counts every stored revision of every key plus etcd's own
-    buckets. Raises CommandFailed (e.g. when the revision was compacted).
-    """
-    # --limit=1: the response still counts every matching key (3.4 has no --count-only).
-    args = ["get", "", "--prefix", "--keys-only", "--limit=1", f"--rev={revision}", "-w", "json"]
-    result = ctl.run(*args, endpoints=[endpoint] if endpoint else None, timeout=timeout)
-    data = _json(result, "get --prefix")
-    assert isinstance(data, dict)
-    return int(data.get("count", 0))
 
 
 # -- choosing the member ----------------------------------------------------------------
@@ -240,11 +271,12 @@ def backup_name(cluster: str, when: datetime, revision: int) -> str:
     return f"{cluster}-{when.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-rev{revision}.db"
 
 
-def manifest_for(snap: Snapshot, *, cluster: str, member: str, keys: int, etcd_version: str,
-                 when: datetime) -> Manifest:
-    """The manifest of a verified download. Pure."""
+def manifest_for(snap: Snapshot, *, cluster: str, member: str, etcd_version: str, when: datetime,
+                 keys: int | None = None) -> Manifest:
+    """The manifest of a verified download (``keys``: the snapshot's own count unless given). Pure."""
     return Manifest(
-        cluster=cluster, member=member, revision=snap.status.revision, keys=keys, size=snap.size,
+        cluster=cluster, member=member, revision=snap.status.revision,
+        keys=snap.keys if keys is None else keys, size=snap.size,
         time=when.astimezone(timezone.utc).isoformat(timespec="seconds"), etcd_version=etcd_version,
         sha256=snap.local_sha256, file=Path(snap.local_path).name, total_keys=snap.status.total_keys,
         total_size=snap.status.total_size, hash=snap.status.hash,

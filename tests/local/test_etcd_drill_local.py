@@ -69,8 +69,9 @@ def backup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, etcd_snapsho
     sha = etcd_snapshot.local_sha256(path)
     snap = etcd_snapshot.Snapshot("local", url, str(path), str(path),
                                   etcd_snapshot.SnapshotStatus(status["hash"], status["revision"], status["totalKey"],
-                                                               status["totalSize"]), sha, sha, path.stat().st_size)
-    manifest = etcd_snapshot.manifest_for(snap, cluster="lab", member="src", keys=5, etcd_version="3.4.23",
+                                                               status["totalSize"]), sha, sha, path.stat().st_size,
+                                  keys=5)
+    manifest = etcd_snapshot.manifest_for(snap, cluster="lab", member="src", etcd_version="3.4.23",
                                           when=datetime.now(timezone.utc))
     etcd_snapshot.write_manifest(backups, manifest)
     return backups, manifest
