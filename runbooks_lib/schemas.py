@@ -242,3 +242,70 @@ def check_install(p: InstallParams) -> InstallParams:
         raise errors.BadParameters("invalid install parameters: " + "; ".join(problems),
                                    fix="correct the parameter file; nothing was changed")
     return p
+
+
+@dataclass(frozen=True)
+class SnapshotParams(Target):
+    """Parameters of the etcd-snapshot runbook (non-destructive: safe on a timer)."""
+
+    member: str = ""  # etcd host to save on; empty: a healthy member, not the leader when there is a choice
+    backup_dir: Path = Path(f"{LAB_DIR}/etcd-backups")
+    remote_dir: str = "/var/tmp"
+    keep_last: int = 7  # 0: rule off
+    keep_days: float = 0.0  # 0: rule off
+    drill: bool = True
+    drill_keys: tuple[str, ...] = ("/registry/configmaps/kube-public/cluster-info",
+                                   "/registry/deployments/default/sticky-session")
+    drill_bin_dir: str = ""  # directory of etcd/etcdctl(/etcdutl) for the drill; empty: PATH
+    drill_snapshot: str = ""  # drill this backup (a file name in backup_dir) instead of taking a new one
+    timeout_s: float = 300.0
+
+
+def check_snapshot(p: SnapshotParams) -> SnapshotParams:
+    """Checks beyond types: retention numbers, timeouts, key names, the backup to drill. Raises BadParameters. Pure."""
+    problems = []
+    if p.keep_last < 0 or p.keep_days < 0:
+        problems.append("keep_last and keep_days: 0 (off) or positive")
+    if p.timeout_s <= 0:
+        problems.append("timeout_s: must be positive")
+    problems += [f"drill_keys: {k!r} is not an etcd key (starts with /)" for k in p.drill_keys if not k.startswith("/")]
+    if p.drill_snapshot and ("/" in p.drill_snapshot or not p.drill_snapshot.endswith(".db")):
+        problems.append(f"drill_snapshot: {p.drill_snapshot!r}: give a .db file name in backup_dir")
+    if not p.remote_dir.startswith("/"):
+        problems.append(f"remote_dir: {p.remote_dir!r} must be an absolute path")
+    if problems:
+        raise errors.BadParameters("invalid snapshot parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was run")
+    return p
+
+
+@dataclass(frozen=True)
+class RestoreParams(Target):
+    """Parameters of the restore-cluster runbook (destructive: rebuilds etcd from a snapshot)."""
+
+    backup_dir: Path = Path(f"{LAB_DIR}/etcd-backups")
+    snapshot: str = ""  # a .db file name in backup_dir; empty: the newest verified snapshot of this cluster
+    app_name: str = "sticky-session"
+    app_namespace: str = "default"
+    app_host: str = "uuid.awesome.lab"
+    ansible_env: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = True
+    confirm: str = ""
+    playbook_timeout_s: float = 1800.0
+    ready_timeout_s: float = 300.0
+    timeout_s: float = 60.0
+
+
+def check_restore(p: RestoreParams) -> RestoreParams:
+    """Checks beyond types: the snapshot name, the Kubespray checkout, files, timeouts. Raises BadParameters."""
+    problems = []
+    if p.snapshot and ("/" in p.snapshot or not p.snapshot.endswith(".db")):
+        problems.append(f"snapshot: {p.snapshot!r}: give a .db file name in backup_dir (or leave it empty)")
+    if not (p.kubespray_dir / "cluster.yml").is_file():
+        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
+    if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
+        problems.append("timeouts must be positive")
+    if problems:
+        raise errors.BadParameters("invalid restore parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was changed")
+    return p

@@ -9,7 +9,6 @@ drain, which uncordons the worker again.
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -65,17 +64,6 @@ def test_etcd_members_health_status_and_quorum(installed: LabCluster) -> None:
         env = etcd.read_env(conn)
         assert env.get("ETCD_NAME") == "etcd2"
         assert env.get("ETCD_DATA_DIR") == "/var/lib/etcd"
-
-
-def test_etcd_snapshot_is_verified_and_downloaded(installed: LabCluster, tmp_path: Path) -> None:
-    c = installed
-    with connect(c, "node1") as conn:
-        ctl = etcd.Etcdctl(conn, member="node1")
-        snap = etcd.snapshot(ctl, "/var/tmp/lib-test-snapshot.db", tmp_path / "etcd.db")
-        ssh.run(conn, ["rm", "-f", "/var/tmp/lib-test-snapshot.db"], timeout=30)
-    assert snap.local_sha256 == snap.remote_sha256
-    assert snap.status.revision > 0 and snap.status.total_keys > 10
-    assert snap.size == (tmp_path / "etcd.db").stat().st_size > 0
 
 
 def test_kube_nodes_through_either_control_plane(installed: LabCluster) -> None:

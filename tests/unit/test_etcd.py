@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import errors, etcd, ssh, testing
+from runbooks_lib import errors, etcd, etcd_snapshot, ssh, testing
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "etcd"
 
@@ -175,27 +175,34 @@ def test_snapshot_save_verify_download(tmp_path: Path) -> None:
     sha = hashlib.sha256(content).hexdigest()
     conn = testing.MockConnection("node2", files={"/var/backups/s.db": content})
     ctl = etcd.Etcdctl(conn, "node2", endpoints=("https://10.0.0.2:2379",))
-    conn.expect(ctl.argv("snapshot", "save", "/var/backups/s.db"), "Snapshot saved at /var/backups/s.db\n")
-    conn.expect(["sh", "-c", "command -v etcdutl"], testing.Reply(exited=1))
-    conn.expect(["env", "ETCDCTL_API=3", "etcdctl", "snapshot", "status", "/var/backups/s.db", "-w", "json"],
-                data("snapshot_status.json"))
-    conn.expect(["sha256sum", "--", "/var/backups/s.db"], f"{sha}  /var/backups/s.db\n")
+    argv = etcd_snapshot.save_and_verify_argv(ctl, "/var/backups/s.db", "https://10.0.0.2:2379")
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["etcd-snapshot", "/var/backups/s.db", *ctl.argv()]
+    status = json.dumps(json.loads(data("snapshot_status.json")))
+    conn.expect(argv, f'{status}\n{sha}  /var/backups/s.db\n{{"header":{{"revision":9}},"count":42}}\n')
     snap = etcd.snapshot(ctl, "/var/backups/s.db", tmp_path / "out" / "s.db")
     assert snap.status == etcd.SnapshotStatus(hash=823926600, revision=0, total_keys=5, total_size=20480)
-    assert snap.local_sha256 == snap.remote_sha256 == sha and snap.size == len(content)
+    assert snap.local_sha256 == snap.remote_sha256 == sha and snap.size == len(content) and snap.keys == 42
+    assert oct((tmp_path / "out" / "s.db").stat().st_mode & 0o777) == "0o600"
     conn.assert_all_used()
 
 
 def test_snapshot_checksum_mismatch_removes_local_copy(tmp_path: Path) -> None:
     conn = testing.MockConnection("node2", files={"/s.db": b"corrupted in transit"})
     ctl = etcd.Etcdctl(conn, "node2", endpoints=("https://10.0.0.2:2379",))
-    conn.expect(ctl.argv("snapshot", "save", "/s.db"), "")
-    conn.expect(["sh", "-c", "command -v etcdutl"], "/usr/local/bin/etcdutl\n")
-    conn.expect(["etcdutl", "snapshot", "status", "/s.db", "-w", "json"], data("snapshot_status.json"))
-    conn.expect(["sha256sum", "--", "/s.db"], "0" * 64 + "  /s.db\n")
+    status = json.dumps(json.loads(data("snapshot_status.json")))
+    conn.expect(etcd_snapshot.save_and_verify_argv(ctl, "/s.db", "https://10.0.0.2:2379"),
+                f'{status}\n{"0" * 64}  /s.db\n{{"count":1}}\n')
     with pytest.raises(errors.CommandFailed, match="differs"):
         etcd.snapshot(ctl, "/s.db", tmp_path / "s.db")
     assert not (tmp_path / "s.db").exists()
+
+
+def test_snapshot_unexpected_output_is_a_failure(tmp_path: Path) -> None:
+    conn = testing.MockConnection("node2")
+    ctl = etcd.Etcdctl(conn, "node2", endpoints=("https://10.0.0.2:2379",))
+    conn.expect(etcd_snapshot.save_and_verify_argv(ctl, "/s.db", "https://10.0.0.2:2379"), "Error: no\n")
+    with pytest.raises(errors.CommandFailed, match="unexpected"):
+        etcd.snapshot(ctl, "/s.db", tmp_path / "s.db")
 
 
 def test_snapshot_requires_one_endpoint() -> None:

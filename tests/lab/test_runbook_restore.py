@@ -1,0 +1,105 @@
+"""The restore-cluster runbook on the lab: two of three etcd machines reinstalled, quorum lost.
+
+A ConfigMap is created, a snapshot taken (etcd-snapshot runbook), a second ConfigMap created, then node2
+and node3 (etcd members; node2 a control plane, node3 a worker) get fresh disks. A first restore run is
+killed (its whole process tree) once the survivor's data is restored; the second run resumes and must
+return 3 healthy etcd members, every node Ready and the app answering, with the first ConfigMap and
+without the second: every change after the snapshot is lost, as the runbook says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib.etcd_restore import MARKER
+from tests.lab.cluster_fixtures import LabCluster
+from tests.lab.test_runbook_snapshot import restore_params, run, summary, target_params
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (by /proc parent links), deepest last."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the run and everything it started (the kernel runs in its own session)."""
+    pids = [proc.pid, *_descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(30)
+
+
+@pytest.mark.timeout(1500)  # a snapshot run, a killed restore run and a full one (cluster.yml --limit)
+def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabCluster, tmp_path: Path) -> None:
+    c = restored_cluster
+    backups, runs = tmp_path / "backups", tmp_path / "runs"
+    c.kubectl("create", "configmap", "before-snapshot", "--from-literal=when=before")
+    taken = run("etcd-snapshot", target_params(c, tmp_path / "snapshot.yaml", backups), runs)
+    assert taken.exit_code == 0, taken.line()
+    c.kubectl("create", "configmap", "after-snapshot", "--from-literal=when=after")
+    for node in ("node2", "node3"):
+        c.lab.reimage(node)
+    params = restore_params(c, tmp_path / "restore.yaml", backups)
+
+    # First run: killed once the survivor's data dir has been restored (before etcd is started).
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runbooks_lib.cli", "run", "restore-cluster", "-f", str(params), "-p", "dry_run",
+         "False", "-p", "confirm", "lab", "--runs-dir", str(runs), "--no-progress"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while c.lab.ssh("node1", ["test", "-f", MARKER], check=False).exited != 0:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the restore never reached the marker"
+            time.sleep(0.5)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode != 0
+
+    # Second run: resumes and converges.
+    result = run("restore-cluster", params, runs, dry_run=False, confirm="lab")
+    elapsed = time.monotonic() - t0
+    s = summary(result)
+    assert result.exit_code == 0, (result.line(), s)
+    assert s["restored"] is True and s["resumed"] is True and s["survivors"] == ["node1"]
+    assert s["rebuilt"] == ["node2", "node3"] and s["etcd"] == {"members": ["etcd1", "etcd2", "etcd3"], "healthy": 3}
+    assert s["nodes_ready"] == ["node1", "node2", "node3", "node4"]
+    assert s["app_answering_on"] == ["node1", "node2", "node3", "node4"]
+    health = c.etcdctl("node1", "endpoint", "health", "--cluster")
+    assert (health.stdout + health.stderr).count("is healthy") == 3
+    assert c.kubectl("get", "configmap", "before-snapshot", "-o", "json").returncode == 0
+    gone = c.kubectl("get", "configmap", "after-snapshot", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    # The survivor's old data directory is kept aside, never deleted.
+    marker = json.loads(c.lab.ssh("node1", ["cat", MARKER]).stdout)
+    assert c.lab.ssh("node1", ["test", "-d", f"{marker['kept_aside']}/member"], check=False).exited == 0
+    print(f"restore end to end (interrupted run + re-run): {elapsed:.0f} s")
