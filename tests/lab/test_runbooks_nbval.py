@@ -25,7 +25,8 @@ from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb")
+IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb", "40-add-worker.ipynb",
+            "41-remove-worker.ipynb")
 
 
 def test_nbval_over_the_runbooks_in_order(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
