@@ -365,11 +365,12 @@ if act:
 # NBVAL_CHECK_OUTPUT
 added = bool(act and ready == sorted(new) and all(on_new.get(n) for n in new) and answers and all(a.ok for a in answers))
 verdict = (f"{p.cluster_name}: DRY RUN: nothing changed" if p.dry_run and to_add else
+           f"{p.cluster_name}: DRY RUN: nothing to add ({', '.join(already)} already in the cluster)" if not act else
            f"{p.cluster_name}: {'ADDED' if added else 'NOT PROVEN'}: {len(ready)}/{len(new)} new workers Ready, "
            f"serving {p.app_name}" + ("" if to_add else " (already in the cluster: no playbook ran)"))
 summary = runbook.write_summary("add-worker", p.cluster_name, {
     "added": added,
-    "dry_run": bool(p.dry_run and to_add),
+    "dry_run": not act,
     "verdict": verdict,
     "workers": dict(p.new_workers),
     "already_in_cluster": already,

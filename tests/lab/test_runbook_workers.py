@@ -79,6 +79,7 @@ def _nodes(c: LabCluster) -> list[str]:
     return sorted(c.kubectl("get", "nodes", "-o", "name").stdout.split())
 
 
+@pytest.mark.timeout(1800)  # the session's install when this runs first, then four runbook runs
 def test_a_worker_added_twice_then_removed_alive_and_a_dead_worker_removed(workers_cluster: LabCluster,
                                                                            tmp_path: Path) -> None:
     c = workers_cluster
@@ -145,6 +146,7 @@ def test_a_worker_added_twice_then_removed_alive_and_a_dead_worker_removed(worke
           f"{s['playbooks']['dead']['duration_s']}s")
 
 
+@pytest.mark.timeout(1200)
 def test_add_killed_during_scale_converges_when_run_again(workers_cluster: LabCluster, tmp_path: Path) -> None:
     c = workers_cluster
     runs = tmp_path / "runs"
@@ -177,6 +179,7 @@ def _node_ready(c: LabCluster, name: str) -> bool:
     return any(k["type"] == "Ready" and k["status"] == "True" for k in doc["status"]["conditions"])
 
 
+@pytest.mark.timeout(1200)
 def test_bad_input_is_refused_and_dry_runs_change_nothing(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
     inv_dir = _copy_inventory(kubespray_cluster.inventory_dir, tmp_path / "inventory")
     c = LabCluster(kubespray_cluster.lab, inv_dir, kubespray_cluster.description)
