@@ -1,8 +1,8 @@
 """The add-worker and remove-worker runbooks against the lab's installed cluster, through ``runbooks run``.
 
-One destructive test walks the whole life of a worker (add node5, add it again: nothing happens; remove
-node5 alive; hard power-off node4 and remove it dead); one kills the add runbook while scale.yml runs and
-proves the re-run converges; one proves bad input and dry runs change nothing (no playbook, same
+One destructive test walks the whole life of a worker: add node5 and kill the run while scale.yml runs;
+run it again (it converges to a Ready worker serving the app); add it again (nothing happens, no
+playbook); remove node5 alive; hard power-off node4 and remove it dead. One proves bad input and dry runs change nothing (no playbook, same
 inventory bytes, same nodes). The lab is put back with the lab-wide snapshot (restored_cluster) between
 destructive tests. These runs also cover Kubespray's scale.yml and remove-node.yml paths that
 test_kubespray_nodes.py used to test at the playbook level.
@@ -79,15 +79,39 @@ def _nodes(c: LabCluster) -> list[str]:
     return sorted(c.kubectl("get", "nodes", "-o", "name").stdout.split())
 
 
-@pytest.mark.timeout(1800)  # the session's install when this runs first, then four runbook runs
-def test_a_worker_added_twice_then_removed_alive_and_a_dead_worker_removed(workers_cluster: LabCluster,
-                                                                           tmp_path: Path) -> None:
+def _killed_during_scale(add: Path, runs: Path) -> None:
+    """``runbooks run add-worker`` in its own process group, killed (SIGKILL, the whole group) once scale.yml runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "runbooks_lib.cli", "run", "add-worker", "-f", str(add),
+                             "-p", "dry_run", "False", "-p", "confirm", "lab", "--runs-dir", str(runs), "--no-progress"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def scale_running() -> tuple[bool, str]:
+            logs = list(runs.glob("lab/*.scale.yml.log"))
+            return bool(logs) and "TASK [" in logs[0].read_text(), "scale.yml has not started a task"
+
+        wait_until(scale_running, 300, "scale.yml to run", 0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert "PLAY RECAP" not in next(runs.glob("lab/*.scale.yml.log")).read_text()
+
+
+@pytest.mark.timeout(1800)  # the session's install when this runs first, then five runbook runs
+def test_a_worker_added_killed_rerun_again_then_removed_alive_and_a_dead_worker_removed(
+        workers_cluster: LabCluster, tmp_path: Path) -> None:
     c = workers_cluster
     runs = tmp_path / "runs"
     add = _params(c, tmp_path / "add.yaml", add=True, new_workers={"node5": c.ip("node5")})
     remove = _params(c, tmp_path / "remove.yaml", add=False, dead_drain_timeout_s=DEAD_DRAIN_S)
     timings = {}
 
+    # Interrupted while scale.yml runs: the inventory already lists node5, the node is not Ready.
+    _killed_during_scale(add, runs)
+    assert "node/node5" not in _nodes(c) or not _node_ready(c, "node5")
+    assert list(c.inventory()["all"]["children"]["kube_node"]["hosts"]) == ["node3", "node4", "node5"]
+
+    # Run again: it converges (facts and scale again) to a Ready worker that serves the app.
     started = time.monotonic()
     result = _run("add-worker", add, runs, dry_run=False, confirm="lab")
     timings["add"] = time.monotonic() - started
@@ -108,7 +132,7 @@ def test_a_worker_added_twice_then_removed_alive_and_a_dead_worker_removed(worke
     s = _summary(result)
     assert s["already_in_cluster"] == ["node5"] and s["playbooks"] == {} and s["added"] is True
     assert "no playbook ran" in s["verdict"] and c.hosts.read_bytes() == added_inventory
-    assert len(list(runs.glob("lab/*.scale.yml.log"))) == 1
+    assert len(list(runs.glob("lab/*.scale.yml.log"))) == 2  # the killed run's and the re-run's
 
     started = time.monotonic()
     result = _run("remove-worker", remove, runs, remove=["node5"], dry_run=False, confirm="lab")
@@ -144,34 +168,6 @@ def test_a_worker_added_twice_then_removed_alive_and_a_dead_worker_removed(worke
     assert c.kubectl("get", "deployment", "sticky-session", check=False).returncode != 0
     print(f"\nworker runbook timings: {', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}; remove-node dead "
           f"{s['playbooks']['dead']['duration_s']}s")
-
-
-@pytest.mark.timeout(1200)
-def test_add_killed_during_scale_converges_when_run_again(workers_cluster: LabCluster, tmp_path: Path) -> None:
-    c = workers_cluster
-    runs = tmp_path / "runs"
-    add = _params(c, tmp_path / "add.yaml", add=True, new_workers={"node5": c.ip("node5")})
-    proc = subprocess.Popen([sys.executable, "-m", "runbooks_lib.cli", "run", "add-worker", "-f", str(add),
-                             "-p", "dry_run", "False", "-p", "confirm", "lab", "--runs-dir", str(runs), "--no-progress"],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def scale_running() -> tuple[bool, str]:
-            logs = list(runs.glob("lab/*.scale.yml.log"))
-            return bool(logs) and "TASK [" in logs[0].read_text(), "scale.yml has not started a task"
-
-        wait_until(scale_running, 300, "scale.yml to run", 0.5)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the runner and everything in its process group
-        proc.wait(timeout=30)
-    assert "PLAY RECAP" not in next(runs.glob("lab/*.scale.yml.log")).read_text()
-    assert "node/node5" not in _nodes(c) or not _node_ready(c, "node5")
-
-    result = _run("add-worker", add, runs, dry_run=False, confirm="lab")
-    assert result.exit_code == 0, result.line()
-    s = _summary(result)
-    assert s["added"] is True and s["ready"] == ["node5"] and s["playbooks"]["scale"]["rc"] == 0, s
-    assert list(c.inventory()["all"]["children"]["kube_node"]["hosts"]) == ["node3", "node4", "node5"]
 
 
 def _node_ready(c: LabCluster, name: str) -> bool:
