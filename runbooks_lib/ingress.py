@@ -1,6 +1,7 @@
 """The front door after an install: the test app's manifests, each node's ingress, and DNS.
 
-Probes only, apart from :func:`app_manifests` (pure). :func:`ask_node` sends one
+Probes, apart from :func:`app_manifests` (pure), :func:`delete_app` and
+:func:`update_dns` (actions). :func:`ask_node` sends one
 HTTP request to a node's port 80 with the app's Host header (ingress-nginx
 with host network answers on every node); :func:`ask_every_node` does it for
 each node and says which pod answered; :func:`resolve` asks one DNS server for
@@ -12,7 +13,10 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from runbooks_lib import local
 
 APP_IMAGE = "mopckou/sticky-session:latest"
 
@@ -110,3 +114,42 @@ def resolve(name: str, server: str, *, port: int = 53, timeout: float = 3.0) -> 
         raise HostUnreachable(f"DNS server {server}:{port} did not answer for {name} within {timeout:g}s: {exc}",
                               fix="check dns_server (the operator's DNS provider's resolver or the lab's DNS)") from None
     return tuple(sorted(r.address for rrset in resp.answer if rrset.rdtype == dns.rdatatype.A for r in rrset))
+
+
+def delete_app(api, name: str, *, namespace: str = "default", timeout: float = 30.0) -> list:
+    """Action: delete the test app's Deployment, Service and Ingress (their pods go with the Deployment).
+
+    kubectl equivalent: ``kubectl -n NAMESPACE delete deployment,service,ingress NAME``.
+    Returns kube.Applied records ("deleted" or "absent"). Rollback: apply
+    :func:`app_manifests` again (the install runbook does).
+    """
+    from runbooks_lib import kube
+
+    return kube.delete(api, app_manifests(name, "unused.invalid", replicas=1, namespace=namespace),
+                       namespace=namespace, timeout=timeout)
+
+
+def dns_command(template: Sequence[str], name: str, ips: Sequence[str]) -> list[str]:
+    """The DNS hook's argument list: ``{name}`` replaced in every word, a word ``{ips}`` replaced by the IPs. Pure.
+
+    E.g. ``["my-dns-tool", "set", "{name}", "{ips}"]`` -> ``my-dns-tool set app.example.com 1.2.3.4 1.2.3.5``.
+    """
+    if not template:
+        raise ValueError("the DNS hook is empty")
+    argv: list[str] = []
+    for word in template:
+        if word == "{ips}":
+            argv.extend(ips)
+        else:
+            argv.append(word.replace("{name}", name))
+    return argv
+
+
+def update_dns(template: Sequence[str], name: str, ips: Sequence[str], *, timeout: float = 60.0) -> local.Result:
+    """Action: run the operator's DNS hook to set ``name``'s A records to exactly ``ips``.
+
+    The hook is whatever talks to the DNS provider (on the lab: ``runbooks lab
+    dns set {name} {ips}``). Raises CommandFailed when it fails. Rollback: run
+    it again with the previous list.
+    """
+    return local.run(dns_command(template, name, ips), timeout=timeout)

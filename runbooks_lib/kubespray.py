@@ -499,3 +499,61 @@ def run(
             raise error
         raise _failure(outcome, output)
     return outcome
+
+
+# --------------------------------------------------------------------------- remove-node's variables
+
+
+@dataclass(frozen=True)
+class RemoveNodeVars:
+    """The extra vars of ``remove-node.yml`` for some nodes, alive or dead.
+
+    ``node`` is always set: v2.19 without it removes every kube_node host. A
+    dead node gets ``reset_nodes=false`` (no play connects to it: with
+    ConnectionAttempts=100 that would hang for many minutes) and
+    ``allow_ungraceful_removal=true`` (a drain that cannot finish does not fail
+    the run), with a bounded ``drain_timeout`` and drain grace period.
+    Booleans are passed only to turn things on, as strings: upstream tests
+    ``allow_ungraceful_removal`` without ``|bool`` in places, so a ``false``
+    string would act as true; ``reset_nodes`` is read with ``|bool``.
+    ``skip_confirmation`` is added by :func:`command` (``answer_prompts``).
+    """
+
+    nodes: tuple[str, ...]
+    dead: bool = False
+    drain_timeout_s: int = 60
+    drain_grace_period_s: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.nodes or any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", n) for n in self.nodes):
+            raise errors.BadParameters(f"remove-node needs node names, got {list(self.nodes)!r}",
+                                       fix="name the inventory hosts to remove")
+        if self.drain_timeout_s <= 0 or self.drain_grace_period_s < 0:
+            raise errors.BadParameters("drain_timeout_s must be positive and drain_grace_period_s not negative",
+                                       fix="bound the drain, e.g. 60 s and a 10 s grace period")
+
+    def extra_vars(self) -> dict[str, str]:
+        """``-e`` values in the order they are written on the command line."""
+        out = {"node": ",".join(self.nodes)}
+        if self.dead:
+            out |= {"reset_nodes": "false", "allow_ungraceful_removal": "true"}
+        out |= {"drain_timeout": f"{self.drain_timeout_s}s", "drain_grace_period": str(self.drain_grace_period_s)}
+        return out
+
+
+def ansible_playbook_path(name: str = "ansible-playbook") -> str:
+    """The ansible-playbook to run: ``name`` on PATH, else the one beside this Python (its virtualenv).
+
+    Raises PreconditionFailed when neither exists. Read-only.
+    """
+    import shutil
+    import sys
+
+    found = shutil.which(name)
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if found:
+        return found
+    if name == "ansible-playbook" and beside.exists():
+        return str(beside)
+    raise errors.PreconditionFailed(f"{name} not found", fix="install ansible in the Kubespray checkout's "
+                                    "environment and pass its path as ansible_playbook")

@@ -309,3 +309,112 @@ def check_restore(p: RestoreParams) -> RestoreParams:
         raise errors.BadParameters("invalid restore parameters: " + "; ".join(problems),
                                    fix="correct the parameter file or -p values; nothing was changed")
     return p
+
+
+@dataclass(frozen=True)
+class AddWorkerParams(Target):
+    """Parameters of the add-worker runbook (destructive: prepares the new machines, runs scale.yml)."""
+
+    new_workers: dict[str, str] = field(default_factory=lambda: {"node5": "10.213.7.15"})  # name -> IP
+    upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)  # as prepare-nodes
+    install_python: bool = True
+    app_name: str = "sticky-session"
+    app_namespace: str = "default"
+    app_host: str = "uuid.awesome.lab"
+    dns_server: str = ""  # check app_host's A records there; empty: no DNS check
+    dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
+    ansible_env: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = True
+    confirm: str = ""
+    playbook_timeout_s: float = 1800.0
+    ready_timeout_s: float = 300.0
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RemoveWorkerParams(Target):
+    """Parameters of the remove-worker runbook (destructive: drains and removes nodes with remove-node.yml)."""
+
+    remove: tuple[str, ...] = ("node4",)  # inventory host names of the workers to remove
+    node_state: str = "auto"  # auto (SSH and the Node's Ready condition decide), alive or dead
+    allow_last_worker: bool = False  # remove the last worker even if pods then have nowhere to go
+    drain_timeout_s: int = 120  # bound of the drain (ours for an alive node; remove-node's drain_timeout)
+    dead_drain_timeout_s: int = 60  # remove-node's drain_timeout for a dead node
+    dead_drain_grace_period_s: int = 10  # remove-node's drain_grace_period for a dead node
+    app_name: str = "sticky-session"
+    app_namespace: str = "default"
+    app_host: str = "uuid.awesome.lab"
+    dns_server: str = ""  # check app_host's A records there; empty: no DNS check
+    dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
+    ansible_env: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = True
+    confirm: str = ""
+    playbook_timeout_s: float = 900.0
+    ready_timeout_s: float = 300.0
+    timeout_s: float = 30.0
+
+
+def _check_common_worker(p: AddWorkerParams | RemoveWorkerParams, problems: list[str]) -> None:
+    if not (p.kubespray_dir / "cluster.yml").is_file():
+        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
+    if not p.inventory.is_file():
+        problems.append(f"inventory {p.inventory} does not exist (the install runbook writes it)")
+    if not p.known_hosts.is_file():
+        problems.append(f"known_hosts {p.known_hosts} does not exist (host keys are always verified)")
+    if not os.access(p.ssh_key, os.R_OK) or not p.ssh_key.is_file():
+        problems.append(f"ssh_key {p.ssh_key} is missing or not readable by this user")
+    if p.dns_server:
+        try:
+            ipaddress.ip_address(p.dns_server)
+        except ValueError:
+            problems.append(f"dns_server {p.dns_server!r} is not an IP address")
+    if p.dns_command and "{ips}" not in p.dns_command:
+        problems.append("dns_command: one word must be {ips} (replaced by the ingress nodes' IPs)")
+    if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
+        problems.append("timeouts must be positive")
+
+
+def check_add_worker(p: AddWorkerParams) -> AddWorkerParams:
+    """Checks of AddWorkerParams beyond types: names, IPs, files. Raises BadParameters. Reads files only."""
+    problems: list[str] = []
+    if not p.new_workers:
+        problems.append("new_workers: name at least one host (name -> IP)")
+    seen: dict[str, str] = {}
+    for name, ip in p.new_workers.items():
+        if not _HOST_NAME.match(name):
+            problems.append(f"new_workers: {name!r} is not a valid host name (lower-case letters, digits, '-')")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            problems.append(f"new_workers: {name}: {ip!r} is not an IP address")
+        if ip in seen:
+            problems.append(f"new_workers: {name} and {seen[ip]} have the same IP {ip}")
+        seen.setdefault(ip, name)
+    for addr in p.upstream_dns_servers:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            problems.append(f"upstream_dns_servers: {addr!r} is not an IP address")
+    _check_common_worker(p, problems)
+    if problems:
+        raise errors.BadParameters("invalid add-worker parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was changed")
+    return p
+
+
+def check_remove_worker(p: RemoveWorkerParams) -> RemoveWorkerParams:
+    """Checks of RemoveWorkerParams beyond types. Raises BadParameters. Reads files only."""
+    problems: list[str] = []
+    if not p.remove:
+        problems.append("remove: name at least one worker")
+    if len(set(p.remove)) != len(p.remove):
+        problems.append("remove: a host is named twice")
+    if p.node_state not in ("auto", "alive", "dead"):
+        problems.append(f"node_state {p.node_state!r}: use auto, alive or dead")
+    if p.drain_timeout_s <= 0 or p.dead_drain_timeout_s <= 0 or p.dead_drain_grace_period_s < 0:
+        problems.append("drain timeouts must be positive (grace period not negative)")
+    _check_common_worker(p, problems)
+    if problems:
+        raise errors.BadParameters("invalid remove-worker parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was changed")
+    return p

@@ -5,10 +5,11 @@ Import the package as a namespace: ``inventory.load(path)``,
 (Host, Group, group names, the SSH address rule), ``yaml_doc`` (hosts.yaml),
 ``ini_doc`` (inventory.ini), ``document`` (Inventory: read, edit, validate,
 save), ``build`` (a new inventory from IPs), ``diff``, ``group_vars`` (the
-inventory's group_vars files, edited with comments kept).
+inventory's group_vars files, edited with comments kept), ``workers``
+(add and remove workers on a copy).
 """
 
-from runbooks_lib.inventory import group_vars
+from runbooks_lib.inventory import group_vars, workers
 from runbooks_lib.inventory.build import build
 from runbooks_lib.inventory.diff import GroupChange, InventoryDiff, VarChange, diff
 from runbooks_lib.inventory.document import Inventory, load
@@ -50,4 +51,5 @@ __all__ = [
     "group_vars",
     "load",
     "ssh_address",
+    "workers",
 ]

@@ -114,3 +114,30 @@ def apply(
             action = "configured"
         results.append(Applied(kind, ns, name, action))
     return results
+
+
+def delete(
+    api: kubernetes.client.ApiClient,
+    manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    namespace: str = "default",
+    timeout: float = REQUEST_TIMEOUT,
+) -> list[Applied]:
+    """Action: delete the objects the manifests name (``kubectl delete -f FILE``).
+
+    Returns one Applied per object, action "deleted" or "absent" (already
+    gone). Dependents (a Deployment's ReplicaSets and pods) go by garbage
+    collection. Raises CommandFailed for any other answer. Rollback:
+    :func:`apply` with the same manifests.
+    """
+    done = []
+    for doc in _documents(manifests):
+        kind, meta = doc["kind"], doc.get("metadata") or {}
+        namespaced = KINDS.get((doc.get("apiVersion", ""), kind), ("", True))[1]
+        ns = (meta.get("namespace") or namespace) if namespaced else None
+        path = f"{_collection_path(doc.get('apiVersion', ''), kind, ns)}/{quote(meta['name'])}"
+        status, body = api_.call(api, "DELETE", path, timeout=timeout)
+        if status != 404:
+            api_.expect(status, body, "DELETE", path, ok=(200, 202))
+        done.append(Applied(kind, ns, meta["name"], "absent" if status == 404 else "deleted"))
+    return done

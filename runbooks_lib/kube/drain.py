@@ -161,3 +161,30 @@ def drain(
         exc.result = result  # type: ignore[attr-defined]
         raise exc
     return result
+
+
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """A PodDisruptionBudget: which pods it covers and how many may be evicted now."""
+
+    namespace: str
+    name: str
+    match_labels: Mapping[str, str]
+    allowed: int  # status.disruptionsAllowed
+
+    def matches(self, pod: Mapping[str, Any]) -> bool:
+        """True if the budget covers ``pod`` (same namespace, matchLabels all present)."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        return (meta.get("namespace", "default") == self.namespace and bool(self.match_labels)
+                and all(labels.get(k) == v for k, v in self.match_labels.items()))
+
+
+def disruption_budgets(api: kubernetes.client.ApiClient, *, timeout: float = REQUEST_TIMEOUT) -> list[DisruptionBudget]:
+    """Probe: every PodDisruptionBudget (``kubectl get pdb -A``); matchExpressions are not evaluated."""
+    path = "/apis/policy/v1/poddisruptionbudgets"
+    doc = api_.expect(*api_.call(api, "GET", path, timeout=timeout), "GET", path)
+    return [DisruptionBudget(o["metadata"].get("namespace", "default"), o["metadata"]["name"],
+                             dict(((o.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}),
+                             int((o.get("status") or {}).get("disruptionsAllowed") or 0))
+            for o in doc.get("items") or []]

@@ -25,7 +25,8 @@ from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb",
+IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb", "40-add-worker.ipynb",
+            "41-remove-worker.ipynb",
             # etcd-snapshot runs for real (non-destructive); restore-cluster's dry run on the healthy cluster
             # shows its plan and that a real run would be refused (quorum healthy), without an error cell.
             "60-etcd-snapshot.ipynb", "61-restore-cluster.ipynb")

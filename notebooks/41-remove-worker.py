@@ -1,0 +1,433 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-papermill,-execution
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,runbook,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+#   runbook:
+#     description: 'Remove workers, alive or dead: drain, remove-node.yml -e node=...
+#       (with the flags that keep it from hanging on a dead node), inventory, DNS, proof'
+#     destructive: true
+#     schema: runbooks_lib.schemas:RemoveWorkerParams
+# ---
+
+# %% [markdown]
+# # Remove workers, alive or dead
+#
+# **What it does.** Takes workers out of the cluster for good. An **alive** worker is drained through the
+# Eviction API (PodDisruptionBudgets respected, bounded), then Kubespray's `remove-node.yml -e node=NODE`
+# resets it and deletes its Node object. A **dead** worker (powered off, unreachable) gets the flags that
+# keep remove-node from hanging on it: `reset_nodes=false` (no play connects to it: with Kubespray's
+# `ConnectionAttempts=100` that would take many minutes), `allow_ungraceful_removal=true` and a bounded
+# `drain_timeout` and grace period (its pods can never confirm termination); its Node object is deleted
+# afterwards if the playbook left it. Then the host leaves every inventory group (and `all.hosts`) and,
+# through your DNS hook, the app's DNS name. Whether a node is dead is found by the preflight (SSH and the
+# Node's Ready condition), or set with `node_state`.
+#
+# **Why `-e node=` always.** Kubespray v2.19 without it removes every `kube_node` host; v2.28+ refuse to
+# run. The confirmation prompt is answered with `skip_confirmation=yes` (papermill has no terminal).
+#
+# **Blast radius: the removed workers** (their Kubernetes state is wiped when alive) and the pods on them,
+# which are evicted and recreated elsewhere by their controllers. Control-plane and etcd hosts are refused
+# (use the replace-control-plane runbook). Gated: `dry_run=True` (the default) stops after the plan.
+#
+# **How long.** Alive: about a minute on the lab. Dead: about `dead_drain_timeout_s` longer (remove-node
+# waits that long for pods that cannot terminate).
+#
+# **If it fails or is interrupted.** Run it again with the same parameters: a node already drained,
+# removed or out of the inventory is skipped. Exit status 2 ("refused") means nothing was changed.
+
+# %%
+import os
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from runbooks_lib import ingress, kube, kubespray, runbook, schemas, ssh
+from runbooks_lib import inventory as inventory_lib
+from runbooks_lib.errors import PreconditionFailed, RunbookError
+
+pd.set_option("display.width", 200)
+
+# %% [markdown]
+# ## Parameters
+# One line per parameter; the defaults are the lab's (node4 is a worker only: node3 is also an etcd
+# member). `dns_command` is your DNS provider's hook (see the add-worker runbook): `{name}` becomes
+# `app_host`, `{ips}` every remaining ingress node's IP. Empty: DNS is a manual step, reported at the end.
+
+# %% tags=["parameters"]
+cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory (hosts.yaml or inventory.ini)
+kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (run from there)
+ansible_playbook: str = "ansible-playbook"  # ansible-playbook of the checkout's environment
+kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
+ssh_user: str = "root"  # SSH user on the machines
+ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
+known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
+hosts: dict[str, str] = {}  # for the install runbook (this one reads the inventory)
+control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
+etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
+workers: list[str] = []  # for the install runbook (this one reads the inventory)
+remove: list[str] = ["node4"]  # inventory names of the workers to remove
+node_state: str = "auto"  # auto (found by SSH and the Node's Ready condition), alive or dead
+allow_last_worker: bool = False  # remove the last worker even though its pods then have nowhere to go
+drain_timeout_s: int = 120  # bound of the drain of an alive node, seconds
+dead_drain_timeout_s: int = 60  # remove-node's drain_timeout for a dead node, seconds
+dead_drain_grace_period_s: int = 10  # remove-node's drain_grace_period for a dead node, seconds
+app_name: str = "sticky-session"  # the test app that must keep answering
+app_namespace: str = "default"  # namespace of the test app
+app_host: str = "uuid.awesome.lab"  # the app's host name (Ingress rule, DNS name)
+dns_server: str = ""  # DNS server to check app_host's A records on; empty: no DNS check
+dns_command: list[str] = []  # DNS hook setting app_host's A records, e.g. ["my-dns", "set", "{name}", "{ips}"]; empty: manual
+ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook
+dry_run: bool = True  # stop after the plan
+confirm: str = ""  # headless confirmation: the cluster name
+playbook_timeout_s: float = 900.0  # bound of remove-node.yml, seconds
+ready_timeout_s: float = 300.0  # bound of each wait (node gone, rollout, ingress), seconds
+timeout_s: float = 30.0  # bound of each remote command and API request, seconds
+
+# %% [markdown]
+# ## Validate
+# Types and unknown keys against `runbooks_lib.schemas.RemoveWorkerParams`, `node_state`, the drain
+# bounds and the files this runbook needs. Nothing is contacted yet.
+
+# %%
+p = schemas.check_remove_worker(schemas.from_namespace(schemas.RemoveWorkerParams, globals()))
+inventory_dir = p.inventory.parent
+sudo = p.ssh_user != "root"
+steps = runbook.Steps()
+print(f"target {p.cluster_name}: remove {', '.join(p.remove)} (node state: {p.node_state}) from {p.inventory}")
+
+# %% [markdown]
+# ## Preflight
+# Read-only. Refused, with nothing changed: a host neither the inventory nor the API knows; a control plane or etcd
+# member (removing one needs the replace-control-plane runbook: etcd membership, cluster-info, the API
+# servers' `--etcd-servers`); a host that is not a worker; the first control plane must stay alive (remove-node
+# delegates to it). Each node's state is found: SSH with the pinned key and the Node's Ready condition.
+# The pods that will be evicted are listed with the PodDisruptionBudgets that cover them.
+
+# %%
+# papermill_description=Preflight
+checkout = kubespray.detect(p.kubespray_dir)
+playbook_bin = kubespray.ansible_playbook_path(p.ansible_playbook)
+remove_book = checkout.playbook("remove-node")
+current = inventory_lib.load(p.inventory)
+api = kube.client_from_kubeconfig(str(p.kubeconfig))
+node_info = {n.name: n for n in kube.nodes(api, timeout=p.timeout_s)}
+unknown = [n for n in p.remove if n not in current.hosts and n in node_info]
+if unknown:
+    raise PreconditionFailed(f"not in the inventory but still a node in the API: {', '.join(unknown)}; nothing was "
+                             "changed", fix="add the host back to the inventory (kube_node) so remove-node.yml can act "
+                             "on it, or delete the Node object by hand if the machine is gone")
+gone = [n for n in p.remove if n not in current.hosts]
+if gone:
+    raise PreconditionFailed(f"unknown hosts: {', '.join(gone)}: not in the inventory nor in the API (a typo, or "
+                             f"already removed); nothing was changed",
+                             fix=f"check the names against the inventory: {', '.join(current.workers)} are workers")
+todo = [n for n in p.remove if n in current.hosts]
+protected = {n: [g for g in current.groups_of(n) if g in ("kube_control_plane", "etcd")] for n in todo}
+protected = {n: g for n, g in protected.items() if g}
+if protected:
+    raise PreconditionFailed(
+        "refusing to remove " + "; ".join(f"{n} ({', '.join(g)})" for n, g in protected.items())
+        + ": control-plane and etcd hosts are not workers; nothing was changed",
+        fix="use the replace-control-plane runbook (it removes the etcd member, fixes cluster-info and the API "
+            "servers' --etcd-servers, and adds a replacement)")
+not_workers = [n for n in todo if n not in current.workers]
+if not_workers:
+    raise PreconditionFailed(f"not in kube_node: {', '.join(not_workers)}; nothing was changed",
+                             fix="this runbook removes workers (kube_node hosts) only")
+
+
+def probe_state(name: str) -> str:
+    if p.node_state != "auto":
+        return p.node_state
+    host = current.host(name)
+    conn = ssh.Connection(ssh.Host(name, host.address, user=p.ssh_user, key_path=str(p.ssh_key),
+                                   known_hosts=str(p.known_hosts)), connect_timeout=min(10.0, p.timeout_s))
+    try:
+        ssh.run(conn, ["true"], timeout=min(15.0, p.timeout_s))
+        return "alive"
+    except RunbookError:
+        return "dead"
+    finally:
+        conn.close()
+
+
+state = {n: probe_state(n) for n in todo}
+dead = [n for n in todo if state[n] == "dead"]
+alive = [n for n in todo if state[n] == "alive"]
+remaining_workers = [n for n in current.workers if n not in p.remove]
+to_evict = {n: [x for x in kube.pods_on_node(api, n, timeout=p.timeout_s)
+                if not any(r.get("kind") == "DaemonSet" for r in x["metadata"].get("ownerReferences") or [])
+                and "kubernetes.io/config.mirror" not in (x["metadata"].get("annotations") or {})]
+            for n in todo if n in node_info}
+budgets = kube.disruption_budgets(api, timeout=p.timeout_s)
+display(pd.DataFrame([{"node": n, "groups": ", ".join(current.groups_of(n)), "state": state[n],
+                       "Node": ("Ready" if node_info[n].is_ready else "NotReady") if n in node_info else "absent",
+                       "pods to evict": len(to_evict.get(n, []))} for n in todo]))
+evict_rows = [{"node": n, "pod": f"{x['metadata'].get('namespace', 'default')}/{x['metadata']['name']}",
+               "PodDisruptionBudget": ", ".join(f"{b.namespace}/{b.name} (allowed {b.allowed})" for b in budgets
+                                               if b.matches(x)) or "-"}
+              for n, pods in to_evict.items() for x in pods]
+if evict_rows:
+    display(pd.DataFrame(evict_rows))
+if not remaining_workers and any(to_evict.values()) and not p.allow_last_worker:
+    raise PreconditionFailed(f"{', '.join(todo)} would leave no worker, and {sum(map(len, to_evict.values()))} pods "
+                             "would have nowhere to go; nothing was changed",
+                             fix="add a worker first (add-worker runbook), or set allow_last_worker=True")
+first_cp = current.control_planes[0]
+if first_cp not in node_info or not node_info[first_cp].is_ready:
+    raise PreconditionFailed(f"the first control plane {first_cp} is not Ready; remove-node.yml delegates drains and "
+                             "node deletion to it; nothing was changed", fix="bring it back first")
+print(f"Kubespray {checkout.version} at {checkout.path}: {remove_book}; alive: {', '.join(alive) or 'none'}; "
+      f"dead: {', '.join(dead) or 'none'}; workers left: {', '.join(remaining_workers) or 'none'}")
+
+# %% [markdown]
+# ## Plan
+# The nodes, their state and the command (compared by nbval). Alive and dead nodes go in separate
+# remove-node runs: the dead-node flags must not skip the reset of an alive one.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+wanted = inventory_lib.workers.without_hosts(current, todo)
+inventory_diff = inventory_lib.diff(current, wanted)
+removals = {}
+if alive:
+    removals["alive"] = kubespray.RemoveNodeVars(tuple(alive), drain_timeout_s=p.drain_timeout_s)
+if dead:
+    removals["dead"] = kubespray.RemoveNodeVars(tuple(dead), dead=True, drain_timeout_s=p.dead_drain_timeout_s,
+                                                drain_grace_period_s=p.dead_drain_grace_period_s)
+commands = {kind: kubespray.command(checkout, "remove-node", inventory=p.inventory, known_hosts=p.known_hosts,
+                                    ansible_playbook=playbook_bin, extra_vars=v.extra_vars())
+            for kind, v in removals.items()}
+plan = [f"remove workers: {', '.join(p.remove)}"]
+plan += [f"{kind}: {', '.join(v.nodes)}: " + ("drain (Eviction API), " if kind == "alive" else "")
+         + f"{remove_book} " + " ".join(f"-e {k}={val}" for k, val in
+                                        {**kubespray.NO_PROMPT_VARS["remove-node"], **v.extra_vars()}.items())
+         + ("; then delete the Node object if still there" if kind == "dead" else "")
+         for kind, v in removals.items()]
+plan += ["then: out of every inventory group and all.hosts, and out of the app's DNS name",
+         f"verify: Node objects gone; {p.app_name} rolled out elsewhere; remaining ingress nodes answer"]
+print("\n".join(plan))
+
+# %% [markdown]
+# The exact commands and the inventory diff against the file on disk (not compared by nbval).
+
+# %%
+changes_plan = [f"run: {cmd}" for cmd in commands.values()]
+changes_plan += [f"DNS {p.app_host}: " + (f"set through the hook ({' '.join(p.dns_command)})" if p.dns_command
+                                          else "manual step (no dns_command)")]
+changes_plan += [f"inventory {p.inventory}: " + ("unchanged" if inventory_diff.empty else "edited (old file kept as .bak)")]
+changes_plan += [f"  {line}" for line in inventory_diff.lines()]
+plan += changes_plan
+print("\n".join(changes_plan))
+
+# %% [markdown]
+# ## Confirmation gate
+# Nothing has changed so far. A dry run stops here; a headless run passes only with `confirm` equal to
+# the cluster name; in JupyterLab you are asked to type it.
+
+# %%
+proceed = runbook.confirm(f"remove workers {', '.join(todo)}", cluster=p.cluster_name,
+                                         dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
+act = proceed
+changes: dict = {"drained": {}, "deleted_node_objects": [], "inventory": False, "dns": []}
+
+# %% [markdown]
+# ## Drain the alive workers
+# Safety: the preflight proved the workers left can take the pods (or you allowed the last one to go).
+# Eviction respects PodDisruptionBudgets, so a service keeps its minimum of ready pods; DaemonSet and
+# static pods stay. Bounded by `drain_timeout_s`: a drain that cannot finish stops the run with the
+# pods it could not evict, and the node stays cordoned (`kubectl uncordon` undoes it).
+
+# %%
+# papermill_description=Drain alive workers
+if proceed and alive:
+    with steps.step("drain") as s:
+        for n in alive:
+            if n in node_info:
+                result = kube.drain(api, n, timeout=p.drain_timeout_s, force=True)
+                changes["drained"][n] = list(result.evicted)
+        s.detail = "; ".join(f"{n}: {len(v)} evicted" for n, v in changes["drained"].items()) or "no Node objects"
+    print(s.detail)
+else:
+    steps.skip("drain", "dry run" if not proceed else "no alive worker")
+
+# %% [markdown]
+# ## Run remove-node.yml
+# Safety: only the named nodes (`-e node=`), never the whole `kube_node` group. For a dead node no play
+# connects to it (`reset_nodes=false`); its pods cannot confirm termination, so Kubespray's drain gives
+# up after `dead_drain_timeout_s` and `allow_ungraceful_removal` lets the run continue. The Node object
+# is never deleted before the playbook: v2.19's last step retries and fails when it is already gone.
+
+# %%
+# papermill_description=remove-node.yml
+runs: dict = {}
+output_record = os.environ.get("PAPERMILL_OUTPUT_PATH")
+
+
+def show(line: str) -> None:
+    if line.startswith(("PLAY [", "PLAY RECAP", "TASK [", "fatal:", "failed:", "ERROR!")) or " : ok=" in line:
+        print(runbook.redact(line.rstrip(" *")), flush=True)
+
+
+if proceed:
+    for kind, cmd in commands.items():
+        log = ((Path(output_record).parent if output_record else inventory_dir)
+               / f"{Path(output_record).stem if output_record else 'remove-worker'}.remove-node-{kind}.log")
+        with steps.step(f"remove-node ({kind})") as s:
+            print(f"$ {cmd}\n  (log {log})")
+            runs[kind] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show, log_path=log, env=p.ansible_env)
+            s.detail = f"exit {runs[kind].rc} in {runs[kind].duration:.0f} s"
+        print(f"remove-node ({kind}): {s.detail}")
+    with steps.step("Node objects") as s:
+        for n in todo:
+            if kube.node(api, n, timeout=p.timeout_s) is not None and n in dead:
+                kube.delete_node(api, n, timeout=p.timeout_s)
+                changes["deleted_node_objects"].append(n)
+        s.detail = f"deleted {', '.join(changes['deleted_node_objects']) or 'none (remove-node did)'}"
+    print(s.detail)
+else:
+    steps.skip("remove-node", "dry run")
+
+# %% [markdown]
+# ## Take the hosts out of the inventory, and out of DNS
+# Out of every group and `all.hosts` (comments and order kept; the old file is kept as `.bak`), so the
+# next cluster.yml or scale.yml does not try to reach a host that is gone: every Kubespray play is
+# `any_errors_fatal`. The app's DNS name must not send clients to a removed node: the hook sets it to
+# the remaining ingress nodes; without a hook, that is a manual step listed at the end.
+
+# %%
+# papermill_description=Inventory and DNS
+dns_manual = ""
+resolved: list = []
+final = wanted
+if act:
+    with steps.step("inventory and DNS") as s:
+        if not inventory_diff.empty:
+            p.inventory.with_name(p.inventory.name + ".bak").write_bytes(p.inventory.read_bytes())
+            wanted.save(p.inventory)
+            changes["inventory"] = True
+        final = inventory_lib.load(p.inventory)
+        want = sorted(final.host(n).address for n in final.members("k8s_cluster"))
+        if p.dns_command and (not p.dns_server or list(ingress.resolve(p.app_host, p.dns_server,
+                                                                        timeout=min(5.0, p.timeout_s))) != want):
+            ingress.update_dns(p.dns_command, p.app_host, want, timeout=p.timeout_s)
+            changes["dns"] = want
+        if p.dns_server:
+            def dns_matches() -> tuple[bool, str]:
+                resolved[:] = ingress.resolve(p.app_host, p.dns_server, timeout=min(5.0, p.timeout_s))
+                return not (set(resolved) - set(want)), f"{p.app_host} resolves to {resolved}, want {want}"
+
+            if p.dns_command:
+                runbook.wait_for(dns_matches, timeout=min(60.0, p.ready_timeout_s), interval=2,
+                                 what=f"{p.app_host} to stop resolving to removed nodes on {p.dns_server}")
+            elif not dns_matches()[0]:
+                dns_manual = f"remove {', '.join(sorted(set(resolved) - set(want)))} from the A records of {p.app_host}"
+        elif not p.dns_command:
+            dns_manual = f"make {p.app_host} resolve to {', '.join(want)} only (drop the removed workers' IPs)"
+        s.detail = ("inventory edited" if changes["inventory"] else "inventory already without them") + "; DNS " + (
+            "set by the hook" if changes["dns"] else "manual" if dns_manual else "already right")
+    print(s.detail + (f"\nMANUAL STEP: {dns_manual}" if dns_manual else ""))
+    print("; ".join(inventory_diff.lines()) or "no inventory change")
+
+# %% [markdown]
+# ## Verify: gone, rescheduled, still serving
+# The Node objects are gone from the API; the test app's rollout is complete with no pod on a removed
+# node (its pods were recreated elsewhere and run); every remaining node's ingress answers for
+# `app_host`.
+
+# %%
+# papermill_description=Verify
+answers: list = []
+rollout = None
+app_nodes: list = []
+if act:
+    with steps.step("verify") as s:
+        kube.wait_for_nodes(api, list(p.remove), "absent", timeout=p.ready_timeout_s, interval=2)
+        rollout = kube.wait_for_rollout(api, p.app_name, p.app_namespace, timeout=p.ready_timeout_s)
+
+        def rescheduled() -> tuple[bool, list[str]]:
+            pods = [x for x in kube.pod_health(api, p.app_namespace, timeout=p.timeout_s)
+                    if x.name.startswith(p.app_name + "-")]
+            app_nodes[:] = sorted({x.node for x in pods if x.healthy})
+            stale = [f"{x.name} on {x.node}" for x in pods if x.node in p.remove or not x.healthy]
+            return bool(app_nodes) and not stale, stale or ["no ready pod"]
+
+        runbook.wait_for(rescheduled, timeout=p.ready_timeout_s, interval=2,
+                         what=f"{p.app_name} pods Running on the remaining nodes only")
+        ingress_nodes = {n: final.host(n).address for n in final.members("k8s_cluster")}
+
+        def every_node_answers() -> tuple[bool, list[str]]:
+            answers[:] = ingress.ask_every_node(ingress_nodes, p.app_host, timeout=min(5.0, p.timeout_s))
+            return all(a.ok for a in answers), [f"{a.node}: {a.error or a.status}" for a in answers if not a.ok]
+
+        runbook.wait_for(every_node_answers, timeout=p.ready_timeout_s, interval=2,
+                         what=f"the remaining ingress nodes to answer for {p.app_host}")
+        s.detail = f"{rollout.line()}; app on {', '.join(app_nodes)}; {sum(a.ok for a in answers)}/{len(answers)} answer"
+    print(s.detail)
+    display(pd.DataFrame([{"asked node": a.node, "HTTP": a.status, "answered by pod": a.pod,
+                           "pod's node": a.served_by} for a in answers]))
+
+# %% [markdown]
+# ## Summary
+# Compared by nbval (stable text) and written as JSON beside the output notebook.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+removed = bool(act and rollout and rollout.complete and answers and all(a.ok for a in answers)
+               and not set(p.remove) & set(final.hosts))
+verdict = (f"{p.cluster_name}: DRY RUN: nothing changed" if not act else
+           f"{p.cluster_name}: {'REMOVED' if removed else 'NOT PROVEN'}: {', '.join(p.remove)}; app answering on "
+           f"{sum(a.ok for a in answers)}/{len(answers)} remaining ingress nodes")
+summary = runbook.write_summary("remove-worker", p.cluster_name, {
+    "removed": removed,
+    "dry_run": not act,
+    "verdict": verdict,
+    "nodes": list(p.remove),
+    "state": state,
+    "kubespray": {"version": checkout.version, "remove_node": str(remove_book)},
+    "extra_vars": {kind: v.extra_vars() for kind, v in removals.items()},
+    "playbooks": {kind: {"rc": r.rc, "duration_s": round(r.duration, 1), "log": str(r.log_path)}
+                  for kind, r in runs.items()},
+    "changes": changes,
+    "rollout": rollout.line() if rollout else None,
+    "app_pod_nodes": app_nodes,
+    "ingress": {a.node: {"status": a.status, "pod": a.pod, "pod_node": a.served_by} for a in answers},
+    "dns": {"name": p.app_host, "server": p.dns_server, "resolved": list(resolved), "manual_step": dns_manual},
+    "inventory_diff": inventory_diff.lines(),
+}, steps=steps)
+print(f"cluster: {p.cluster_name}")
+print(f"remove: {', '.join(p.remove)}")
+print(f"app: {p.app_name} at {p.app_host}")
+
+# %% [markdown]
+# ## Verdict
+
+# %%
+# papermill_description=Verdict
+print(verdict)
+if dns_manual:
+    print(f"MANUAL STEP: {dns_manual}")
+if act and not removed:
+    raise RunbookError(verdict, fix="each step above names what is missing")
+
+# %% [markdown]
+# ## Rollback (never runs by default)
+# A removed worker comes back only by adding it again (the add-worker runbook prepares it and runs
+# scale.yml). A drain that stopped half-way leaves the node cordoned: uncordon it (below).
+
+# %% tags=["skip-execution", "nbval-skip"]
+for n in alive:
+    print(n, "uncordoned" if kube.uncordon(api, n, timeout=p.timeout_s) else "was schedulable")

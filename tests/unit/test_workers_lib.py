@@ -1,0 +1,144 @@
+"""Library pieces of the add-worker and remove-worker runbooks: remove-node's vars, inventory edits,
+deleting the test app, waiting for a rollout, disruption budgets and the DNS hook."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib import errors, ingress, inventory, kube, kubespray
+from tests.unit.test_kube_client import FakeApiServer, api, fake  # noqa: F401 - fixtures
+from tests.unit.test_kubespray import _checkout, V231  # noqa: F401
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+# ---- remove-node's variables
+
+
+def test_remove_node_vars_alive_and_dead() -> None:
+    alive = kubespray.RemoveNodeVars(("node4",), drain_timeout_s=120)
+    assert alive.extra_vars() == {"node": "node4", "drain_timeout": "120s", "drain_grace_period": "10"}
+    dead = kubespray.RemoveNodeVars(("node4", "node5"), dead=True, drain_timeout_s=60, drain_grace_period_s=5)
+    assert dead.extra_vars() == {"node": "node4,node5", "reset_nodes": "false", "allow_ungraceful_removal": "true",
+                                 "drain_timeout": "60s", "drain_grace_period": "5"}
+    # Never a boolean that means "off" for a var upstream tests without |bool.
+    assert "false" not in [v for k, v in dead.extra_vars().items() if k != "reset_nodes"]
+    for bad in ((), ("node4", "a b")):
+        with pytest.raises(errors.BadParameters):
+            kubespray.RemoveNodeVars(bad)
+    with pytest.raises(errors.BadParameters):
+        kubespray.RemoveNodeVars(("node4",), drain_timeout_s=0)
+
+
+def test_remove_node_vars_on_the_command_line(tmp_path: Path) -> None:
+    checkout = kubespray.detect(_checkout(tmp_path / "kubespray", V231, galaxy="2.31.0"))
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text("all: {}\n")
+    (tmp_path / "known_hosts").write_text("")
+    cmd = kubespray.command(checkout, "remove-node", inventory=inv, known_hosts=tmp_path / "known_hosts",
+                            extra_vars=kubespray.RemoveNodeVars(("node4",), dead=True).extra_vars())
+    pairs = [cmd.argv[i + 1] for i, a in enumerate(cmd.argv) if a == "-e"]
+    assert pairs == ["skip_confirmation=yes", "node=node4", "reset_nodes=false", "allow_ungraceful_removal=true",
+                     "drain_timeout=60s", "drain_grace_period=10"]
+
+
+def test_ansible_playbook_path(tmp_path: Path) -> None:
+    assert kubespray.ansible_playbook_path(sys.executable) == sys.executable
+    with pytest.raises(errors.PreconditionFailed, match="not found"):
+        kubespray.ansible_playbook_path(str(tmp_path / "no-such-ansible-playbook"))
+
+
+# ---- inventory edits
+
+
+def test_with_workers_appends_at_the_end_keeping_comments() -> None:
+    for path in (DATA / "inventory.current.ini", DATA / "hosts.commented.yaml"):
+        inv = inventory.load(path)
+        before = inv.dumps()
+        edited = inventory.workers.with_workers(inv, {"new1": "10.99.0.1", "new2": "10.99.0.2"})
+        assert inv.dumps() == before, "the original is left alone"
+        assert edited.workers[-2:] == ["new1", "new2"] and edited.workers[:-2] == inv.workers
+        assert edited.host("new1").ip == "10.99.0.1" and "new1" in edited.members("k8s_cluster")
+        assert edited.dumps().startswith(before.splitlines()[0])  # the leading comment is kept
+        again = inventory.workers.with_workers(edited, {"new1": "10.99.0.1"})
+        assert again.dumps() == edited.dumps(), "a re-run changes nothing"
+        back = inventory.workers.without_hosts(edited, ["new1", "new2"])
+        assert back.dumps() == before
+
+
+def test_with_workers_refuses_duplicates_and_non_workers() -> None:
+    inv = inventory.load(DATA / "inventory.current.ini")
+    with pytest.raises(errors.BadParameters, match="already used by host 'node4'"):
+        inventory.workers.with_workers(inv, {"new1": "10.10.1.6"})
+    with pytest.raises(errors.BadParameters, match="with IP 10.10.1.6, not"):
+        inventory.workers.with_workers(inv, {"node4": "10.99.0.9"})
+    with pytest.raises(errors.BadParameters, match="not a worker"):
+        inventory.workers.with_workers(inv, {"node1": "10.10.1.3"})
+
+
+def test_without_hosts_leaves_every_group_and_all_hosts() -> None:
+    inv = inventory.load(DATA / "inventory.current.ini")
+    out = inventory.workers.without_hosts(inv, ["node4", "ghost"])
+    assert "node4" not in out.hosts and "node4" not in out.members("k8s_cluster")
+    assert not any("node4 " in line for line in out.dumps().splitlines() if not line.startswith("#"))
+    assert out.workers == ["node5"] and "node4" in inv.hosts
+
+
+# ---- Kubernetes API: delete, rollout, disruption budgets
+
+
+def _deployment(fake: FakeApiServer, replicas: int, **status: int) -> None:
+    fake.add("/apis/apps/v1/namespaces/default/deployments/sticky-session", {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "sticky-session", "namespace": "default", "generation": 2},
+        "spec": {"replicas": replicas}, "status": {"observedGeneration": 2, **status}})
+
+
+def test_wait_for_rollout(fake: FakeApiServer, api) -> None:  # noqa: F811
+    with pytest.raises(errors.PreconditionFailed, match="does not exist"):
+        kube.wait_for_rollout(api, "sticky-session", timeout=1, interval=0.1)
+    _deployment(fake, 3, updatedReplicas=3, readyReplicas=2, availableReplicas=2)
+    with pytest.raises(errors.WaitTimedOut, match="2 ready"):
+        kube.wait_for_rollout(api, "sticky-session", timeout=0.3, interval=0.1)
+    _deployment(fake, 3, updatedReplicas=3, readyReplicas=3, availableReplicas=3)
+    done = kube.wait_for_rollout(api, "sticky-session", timeout=1, interval=0.1)
+    assert done.complete and done.line().startswith("default/sticky-session: 3/3 updated")
+
+
+def test_delete_app_deletes_its_three_objects_once(fake: FakeApiServer, api) -> None:  # noqa: F811
+    created = kube.apply(api, ingress.app_manifests("sticky-session", "uuid.awesome.lab", replicas=2))
+    assert [a.action for a in created] == ["created"] * 3
+    deleted = ingress.delete_app(api, "sticky-session")
+    assert [(a.kind, a.action) for a in deleted] == [("Deployment", "deleted"), ("Service", "deleted"),
+                                                     ("Ingress", "deleted")]
+    assert not fake.objects
+    assert [a.action for a in ingress.delete_app(api, "sticky-session")] == ["absent"] * 3
+
+
+def test_disruption_budgets_match_pods(fake: FakeApiServer, api) -> None:  # noqa: F811
+    fake.add("/apis/policy/v1/poddisruptionbudgets", {"items": [
+        {"metadata": {"name": "web", "namespace": "default"}, "spec": {"selector": {"matchLabels": {"app": "web"}}},
+         "status": {"disruptionsAllowed": 1}}]})
+    [pdb] = kube.disruption_budgets(api)
+    assert pdb.allowed == 1
+    assert pdb.matches({"metadata": {"namespace": "default", "labels": {"app": "web", "x": "y"}}})
+    assert not pdb.matches({"metadata": {"namespace": "other", "labels": {"app": "web"}}})
+    assert not pdb.matches({"metadata": {"namespace": "default", "labels": {}}})
+
+
+# ---- the DNS hook
+
+
+def test_dns_command_and_hook(tmp_path: Path) -> None:
+    assert ingress.dns_command(["tool", "set", "{name}", "{ips}", "--zone={name}"], "a.example", ["1.2.3.4", "1.2.3.5"]) \
+        == ["tool", "set", "a.example", "1.2.3.4", "1.2.3.5", "--zone=a.example"]
+    out = tmp_path / "records"
+    hook = [sys.executable, "-c", f"import sys; open({str(out)!r}, 'w').write(' '.join(sys.argv[1:]))", "{name}",
+            "{ips}"]
+    ingress.update_dns(hook, "a.example", ["1.2.3.4"], timeout=30)
+    assert out.read_text() == "a.example 1.2.3.4"
+    with pytest.raises(errors.CommandFailed):
+        ingress.update_dns([sys.executable, "-c", "raise SystemExit(3)", "{ips}"], "a.example", [], timeout=30)
