@@ -85,7 +85,7 @@ etcd_members: list[str] = []  # for the install runbook (this one reads the inve
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
 dead_node: str = "node1"  # inventory name of the dead control-plane/etcd node
 replacement: str = "node5"  # inventory name of the replacement (the dead node's own name: the same host reinstalled, same IP)
-replacement_ip: str = "10.213.7.15"  # the new machine's IP (ignored for a same-IP reinstall)
+replacement_ip: str = "${RUNBOOKS_LAB_SPARE_IP:-10.213.7.15}"  # the new machine's IP (ignored for a same-IP reinstall)
 allow_answering_dead_node: bool = False  # treat dead_node as dead even though its etcd or API answers
 upstream_dns_servers: list[str] = ["${RUNBOOKS_LAB_DNS:-10.213.7.1}"]  # DNS servers for preparing the replacement
 app_host: str = "uuid.awesome.lab"  # the test app's host name, asked on every ingress node at the end
@@ -128,19 +128,18 @@ print(f"target {p.cluster_name}: replace {p.dead_node} with "
 # papermill_description=Preflight
 checkout = kubespray.detect(p.kubespray_dir)
 inv = inventory_lib.load(p.inventory)
-if p.dead_node not in inv.hosts:
+resumed = replace.resuming(inv, p.dead_node, p.replacement)
+if p.dead_node not in inv.hosts and not resumed:
     raise PreconditionFailed(f"{p.dead_node} is not in the inventory {p.inventory} (hosts: {', '.join(inv.hosts)}); "
                              "nothing was changed", fix="pass the inventory name of the dead node as dead_node")
-resumed = replace.resuming(inv, p.dead_node, p.replacement)
-dead_ip = inv.host(p.dead_node).ip or inv.host(p.dead_node).ansible_host
+# A new machine's run forgets the dead host when it appends the replacement: a re-run after that knows no dead IP.
+dead_ip = (inv.host(p.dead_node).ip or inv.host(p.dead_node).ansible_host) if p.dead_node in inv.hosts else None
 if not resumed and not set(inv.groups_of(p.dead_node)) & set(replace.GROUPS):
     raise PreconditionFailed(f"{p.dead_node} is neither a control plane nor an etcd member; nothing was changed",
                              fix="remove a dead worker with the remove-node procedure instead")
 new_ip = dead_ip if same_ip else p.replacement_ip
 owner = next((h.name for h in inv.hosts.values() if new_ip in (h.ip, h.ansible_host) and h.name != p.replacement
-              and h.name != p.dead_node), None)
-if same_ip is False and new_ip == dead_ip:
-    owner = p.dead_node
+              and (h.name != p.dead_node or not same_ip)), None)
 if owner:
     raise PreconditionFailed(f"the replacement's IP {new_ip} belongs to {owner} in the inventory; nothing was changed",
                              fix="give the new machine's own IP as replacement_ip, or replacement=dead_node for a "
@@ -148,9 +147,14 @@ if owner:
 if not same_ip and p.replacement in inv.hosts and not resumed:
     raise PreconditionFailed(f"{p.replacement} is already in the inventory; nothing was changed",
                              fix="name the new machine with a name the inventory does not use")
-etcd_name = (inv.host(p.dead_node).vars.get("etcd_member_name") if same_ip else None) or (
-    inv.host(p.replacement).vars.get("etcd_member_name") if p.replacement in inv.hosts else None) or \
-    inv.copy()._next_etcd_name()  # noqa: SLF001 - the name add_host would give
+# The replacement takes the dead member's name (the ETCD_NAME Kubespray writes from etcd_member_name): the old
+# member is removed before the new one joins, and the name stays the same across re-runs.
+etcd_name = str((inv.host(p.replacement).vars.get("etcd_member_name") if p.replacement in inv.hosts else None)
+                or inv.host(p.dead_node).vars.get("etcd_member_name") or "")
+if not etcd_name:
+    raise PreconditionFailed(f"{p.dead_node} has no etcd_member_name in the inventory; nothing was changed",
+                             fix="set etcd_member_name of every etcd host explicitly (the default follows the position "
+                                 "in the group, which this procedure changes)")
 if not knownhosts.pinned(p.known_hosts, new_ip):
     raise PreconditionFailed(f"no host key is pinned for the replacement {p.replacement} ({new_ip}) in "
                              f"{p.known_hosts}; nothing was changed",
@@ -209,18 +213,23 @@ except RunbookError as exc:
                              "was changed",
                              host=survivor, fix=restore_fix) from exc
 healthy_urls = [h.endpoint for h in health if h.healthy]
+rehearsal = ""
 if not resumed:
     dead_answers = []
     if replace.client_url(dead_ip) in {u.rstrip("/") for u in healthy_urls}:
         dead_answers.append("its etcd member is healthy")
     if serves(kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{dead_ip}:6443")):
         dead_answers.append("its API server answers /readyz")
-    if dead_answers and not p.allow_answering_dead_node:
+    if dead_answers and not p.allow_answering_dead_node and p.dry_run:
+        rehearsal = (f"REHEARSAL: {p.dead_node} is not dead ({' and '.join(dead_answers)}): this dry run plans as if "
+                     "it were; a real run refuses")
+    elif dead_answers and not p.allow_answering_dead_node:
         raise PreconditionFailed(f"{p.dead_node} ({dead_ip}) is not dead: {' and '.join(dead_answers)}; nothing was "
                                  "changed", host=p.dead_node,
                                  fix="check the node name; to replace a live node anyway pass "
                                      "allow_answering_dead_node=True")
-stale = replace.stale_member(members, healthy_urls, dead_ip)
+stale = (dead_ip and replace.stale_member(members, healthy_urls, dead_ip)) or (
+    next((m for m in members if etcd.peer_url(dead_ip) in m.peer_urls and m.started), None) if rehearsal else None)
 labels = [m.name or m.id_hex for m in members]
 healthy_labels = [m.name or m.id_hex for m in members if set(m.client_urls) & set(healthy_urls)]
 if stale is not None:
@@ -261,7 +270,7 @@ after_etcd = members_before + [p.replacement]
 live_hosts = sorted({*inv.members("k8s_cluster"), *inv.etcd_members} - {p.dead_node, p.replacement})
 wanted_servers = tuple(replace.client_url(inv.host(m).ip or address[m]) for m in members_before)
 planned = inv.copy()
-replace.without_dead(planned, p.dead_node, keep_in_all=same_ip)
+replace.without_dead(planned, p.dead_node, keep_in_all=True)
 removal_diff = inventory_lib.diff(inv, planned)
 replace.with_replacement(planned, p.replacement, new_ip, etcd_member_name=etcd_name)
 env_note = f"(host keys checked against {p.known_hosts.name})"
@@ -270,24 +279,26 @@ plan = [
     f"1. kubeconfig server -> https://{address[live_cp]}:6443 ({live_cp})",
     f"2. cordon, drain (bounded {p.drain_timeout_s:.0f} s) and delete node {p.dead_node}",
     f"3. kube-public/cluster-info server -> https://{address[live_cp]}:6443",
-    f"4. etcd member remove {stale.name + ' ' + stale.id_hex if stale else '(already removed)'} on {survivor}, "
+    f"4. etcd member remove {stale.name if stale else '(already removed)'} on {survivor}, "
     "through the quorum guard",
     f"5. --etcd-servers={','.join(wanted_servers)} on {', '.join(survivor_cps)} (kubelet restarts the static pod)",
-    f"6. inventory: {p.dead_node} out of kube_control_plane and etcd"
-    + (" (kept in all.hosts)" if same_ip else " (removed)"),
+    f"6. inventory: {p.dead_node} out of kube_control_plane and etcd (kept in all.hosts, out of every play)",
     f"7. upgrade-cluster.yml -e ignore_assert_errors=yes -e '{{\"drain_nodes\": false}}' "
     f"--limit={','.join(live_hosts)} {env_note}",
     f"8. prepare {p.replacement}: python, ip_forward, swap off, systemd-resolved, resolv.conf",
     f"9. etcdctl member add {etcd_name} --peer-urls={etcd.peer_url(new_ip)} on {survivor}"
     if add_first.needed else "9. no member add by hand (Kubespray adds the member)",
     f"10. inventory: {p.replacement} appended to kube_control_plane ({', '.join(after_cps)}) and etcd "
-    f"({', '.join(after_etcd)}), etcd_member_name {etcd_name}",
+    f"({', '.join(after_etcd)}), etcd_member_name {etcd_name}"
+    + ("" if same_ip else f"; {p.dead_node} removed from all.hosts"),
     f"11. cluster.yml --limit=etcd,kube_control_plane -e etcd_retries=10 {env_note}",
     f"12. scale.yml --limit={','.join(workers)} where a worker's nginx-proxy lacks a control plane",
     "13. kubeconfig server -> " + (p.kubeconfig_server_after or "left at the survivor"),
     "verify: 3 etcd members started and healthy, --etcd-servers, cluster-info, every control plane serves, "
     "all nodes Ready, the app on every ingress node",
 ]
+if rehearsal:
+    plan.insert(1, rehearsal)
 if resumed:
     plan.insert(1, "resuming: steps 1-7 were done by an earlier run (the replacement is in the inventory)")
 print("\n".join(plan))
@@ -414,7 +425,7 @@ if proceed:
         def removed() -> tuple[bool, str]:
             current = etcd.member_list(ctl)
             up = [h.endpoint for h in etcd.endpoint_health(ctl, cluster=True, timeout=p.timeout_s) if h.healthy]
-            target = replace.stale_member(current, up, dead_ip)
+            target = replace.stale_member(current, up, dead_ip) if dead_ip else None
             if target is None:
                 return True, ""
             try:
@@ -459,7 +470,7 @@ elif proceed:
 if proceed and not resumed:
     with steps.step("inventory without dead host") as s:
         edited = inventory_lib.load(p.inventory)
-        left = replace.without_dead(edited, p.dead_node, keep_in_all=same_ip)
+        left = replace.without_dead(edited, p.dead_node, keep_in_all=True)
         if left:
             backup = p.inventory.with_name(p.inventory.name + ".bak")
             if not backup.exists():
@@ -486,7 +497,7 @@ if proceed and not resumed:
         if etcd.peer_url(dead_ip) not in initial:
             s.detail = "survivors already refreshed"
         else:
-            run = playbook("upgrade-cluster", "upgrade-cluster", limit=live_hosts,
+            run = playbook("upgrade-cluster", "upgrade-cluster.yml", limit=live_hosts,
                            extra_vars={"ignore_assert_errors": "yes", "drain_nodes": False})
             s.detail = f"exit {run.rc} in {run.duration:.0f} s"
     print(s.detail)
@@ -545,9 +556,13 @@ if proceed:
         edited = inventory_lib.load(p.inventory)
         also = [g for g in ("kube_node",) if p.dead_node in inv.members(g) and not same_ip]
         added_to = replace.with_replacement(edited, p.replacement, new_ip, etcd_member_name=etcd_name, also=also)
-        if added_to:
+        forget = not same_ip and p.dead_node in edited.hosts
+        if forget:  # out of all.hosts too: a later play without --limit must not reach the dead host
+            edited.remove_host(p.dead_node)
+        if added_to or forget:
             edited.save(p.inventory)
-        s.detail = f"appended to {', '.join(added_to)}" if added_to else "already there"
+        s.detail = (f"appended to {', '.join(added_to)}" if added_to else "already there") + (
+            f"; {p.dead_node} forgotten" if forget else "")
     print(s.detail)
 
 # %% [markdown]
@@ -583,7 +598,7 @@ if proceed:
         if not missing:
             s.detail = "replacement already joined"
         else:
-            run = playbook("cluster", "cluster", limit="etcd,kube_control_plane", extra_vars={"etcd_retries": "10"})
+            run = playbook("cluster", "cluster.yml", limit="etcd,kube_control_plane", extra_vars={"etcd_retries": "10"})
             s.detail = f"exit {run.rc} in {run.duration:.0f} s ({'; '.join(missing)} before)"
     print(s.detail)
 
@@ -599,7 +614,7 @@ if proceed and workers:
         cp_ips = {inv.host(c).ip or address[c] for c in survivor_cps} | {new_ip}
         stale_workers = [w for w in workers if set(replace.nginx_upstreams(conns[w], sudo=sudo)) != cp_ips]
         if stale_workers:
-            run = playbook("scale", "scale", limit=workers)
+            run = playbook("scale", "scale.yml", limit=workers)
             s.detail = f"scale.yml on {', '.join(workers)}: exit {run.rc} in {run.duration:.0f} s"
         else:
             s.detail = "every worker balances over the current control planes"

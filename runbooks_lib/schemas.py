@@ -254,7 +254,7 @@ class ReplaceParams(Target):
 
     dead_node: str = "node1"
     replacement: str = "node5"
-    replacement_ip: str = "10.213.7.15"
+    replacement_ip: str = "${RUNBOOKS_LAB_SPARE_IP:-10.213.7.15}"
     allow_answering_dead_node: bool = False  # treat a node as dead even though its etcd or API answers
     upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)  # for preparing the replacement
     app_host: str = "uuid.awesome.lab"  # the test app's host name, asked on every ingress node at the end

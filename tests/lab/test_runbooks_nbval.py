@@ -25,14 +25,15 @@ from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb")
+IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb",
+            "50-replace-control-plane.ipynb")
 
 
 def test_nbval_over_the_runbooks_in_order(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
     c = kubespray_cluster
     env = {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOKS_RUNS_DIR": str(tmp_path / "runs"),
            "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir), "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir),
-           "RUNBOOKS_LAB_DNS": c.description["host_ip"]}
+           "RUNBOOKS_LAB_DNS": c.description["host_ip"], "RUNBOOKS_LAB_SPARE_IP": c.ip("node5")}
     notebooks = [f"notebooks/{name}" for name in IN_ORDER]
     try:
         proc = subprocess.run(
