@@ -62,7 +62,8 @@ from IPython.display import display
 from runbooks_lib import controlplane, etcd, ingress, knownhosts, kube, kubespray, nodes, replace, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib import kubeconfig as kubeconfig_lib
-from runbooks_lib.errors import CommandFailed, HostKeyError, HostUnreachable, PreconditionFailed, RunbookError
+from runbooks_lib.errors import (CommandFailed, HostKeyError, HostUnreachable, PreconditionFailed, RunbookError,
+                                 WaitTimedOut)
 
 pd.set_option("display.width", 200)
 
@@ -228,7 +229,9 @@ if not resumed:
                                  "changed", host=p.dead_node,
                                  fix="check the node name; to replace a live node anyway pass "
                                      "allow_answering_dead_node=True")
-stale = (dead_ip and replace.stale_member(members, healthy_urls, dead_ip)) or (
+# Resumed: the dead member went before the replacement was appended; a member with that peer URL now is the
+# replacement's, whatever its health, and is never removed.
+stale = None if resumed else (dead_ip and replace.stale_member(members, healthy_urls, dead_ip)) or (
     next((m for m in members if etcd.peer_url(dead_ip) in m.peer_urls and m.started), None) if rehearsal else None)
 labels = [m.name or m.id_hex for m in members]
 healthy_labels = [m.name or m.id_hex for m in members if set(m.client_urls) & set(healthy_urls)]
@@ -246,7 +249,21 @@ if not verdict.ok:
 
 survivor_cps = [c for c in inv.control_planes if c not in (p.dead_node, p.replacement)]
 apis = {c: kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[c]}:6443") for c in survivor_cps}
-live_cp = next((c for c in survivor_cps if serves(apis[c])), None)
+found_cp: list[str] = []
+
+
+def some_cp_serves() -> tuple[bool, str]:
+    # An API server restarting (kubelet re-reads an edited manifest, e.g. after an interrupted run) is waited for.
+    found_cp[:] = [c for c in survivor_cps if serves(apis[c])][:1]
+    return bool(found_cp), f"none of {', '.join(survivor_cps)} answers /readyz"
+
+
+try:
+    runbook.wait_for(some_cp_serves, timeout=min(120.0, p.ready_timeout_s), interval=3,
+                     what="a surviving control plane to serve the API")
+except WaitTimedOut:
+    pass
+live_cp = found_cp[0] if found_cp else None
 if live_cp is None:
     raise PreconditionFailed(f"no surviving control plane serves the API ({', '.join(survivor_cps)}); nothing was "
                              "changed", fix="bring a control plane back first (diagnostics runbook)")
@@ -292,6 +309,7 @@ plan = [
     f"({', '.join(after_etcd)}), etcd_member_name {etcd_name}"
     + ("" if same_ip else f"; {p.dead_node} removed from all.hosts"),
     f"11. cluster.yml --limit=etcd,kube_control_plane -e etcd_retries=10 {env_note}",
+    f"11b. --etcd-servers={','.join((*wanted_servers, replace.client_url(new_ip)))} on {', '.join(survivor_cps)}",
     f"12. scale.yml --limit={','.join(workers)} where a worker's nginx-proxy lacks a control plane",
     "13. kubeconfig server -> " + (p.kubeconfig_server_after or "left at the survivor"),
     "verify: 3 etcd members started and healthy, --etcd-servers, cluster-info, every control plane serves, "
@@ -420,7 +438,7 @@ if proceed:
 
 # %%
 # papermill_description=etcd member remove
-if proceed:
+if proceed and not resumed:
     with steps.step("etcd member remove") as s:
         def removed() -> tuple[bool, str]:
             current = etcd.member_list(ctl)
@@ -439,6 +457,8 @@ if proceed:
                          retry_on=(HostUnreachable,))
         s.detail = s.detail or "already removed"
     print(s.detail)
+elif proceed:
+    steps.skip("etcd member remove", "resumed: done by an earlier run")
 
 # %% [markdown]
 # ## 5. --etcd-servers on the surviving control planes
@@ -447,15 +467,20 @@ if proceed:
 
 # %%
 # papermill_description=--etcd-servers on survivors
+def set_etcd_servers(servers: tuple[str, ...]) -> str:
+    """--etcd-servers=SERVERS on every surviving control plane, each proven served; what changed, in words."""
+    done = []
+    for c in survivor_cps:
+        change = controlplane.set_etcd_servers(conns[c], servers, sudo=sudo, timeout=p.timeout_s)
+        if change.changed:
+            controlplane.wait_for_apiserver(apis[c], change, node=c, timeout=p.ready_timeout_s)
+            done.append(c)
+    return f"changed on {', '.join(done)}" if done else "already right"
+
+
 if proceed and not resumed:
     with steps.step("--etcd-servers") as s:
-        done = []
-        for c in survivor_cps:
-            change = controlplane.set_etcd_servers(conns[c], wanted_servers, sudo=sudo, timeout=p.timeout_s)
-            if change.changed:
-                controlplane.wait_for_apiserver(apis[c], change, node=c, timeout=p.ready_timeout_s)
-                done.append(c)
-        s.detail = f"changed on {', '.join(done)}" if done else "already right"
+        s.detail = set_etcd_servers(wanted_servers)
     print(s.detail)
 elif proceed:
     steps.skip("--etcd-servers", "resumed: done by an earlier run")
@@ -600,6 +625,19 @@ if proceed:
         else:
             run = playbook("cluster", "cluster.yml", limit="etcd,kube_control_plane", extra_vars={"etcd_retries": "10"})
             s.detail = f"exit {run.rc} in {run.duration:.0f} s ({'; '.join(missing)} before)"
+    print(s.detail)
+
+# %% [markdown]
+# ## 11b. --etcd-servers on the surviving control planes, with the replacement
+# cluster.yml writes the replacement's manifest with every member, but leaves the existing control planes'
+# manifests alone (only the upgrade path rewrites them): their `--etcd-servers` gets the new member the
+# same way as in step 5, in the etcd group's order.
+
+# %%
+# papermill_description=--etcd-servers with the replacement
+if proceed:
+    with steps.step("--etcd-servers with replacement") as s:
+        s.detail = set_etcd_servers((*wanted_servers, replace.client_url(new_ip)))
     print(s.detail)
 
 # %% [markdown]
