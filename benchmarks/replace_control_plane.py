@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inventory-dir", default=None, help="an installed cluster's inventory (snapshot present)")
     p.add_argument("--paths", default="new,same", help="new, same or both (comma-separated)")
     args = p.parse_args(argv)
+    paths = [x.strip() for x in args.paths.split(",") if x.strip()]
+    if not paths or set(paths) - {"new", "same"}:
+        p.error(f"--paths: give new, same or new,same (got {args.paths!r})")
     lab = Lab()
     lab.up(nodes=5)
     workdir = Path(tempfile.mkdtemp(prefix="replace-bench-"))
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         installed = Path(args.inventory_dir) if args.inventory_dir else _install(lab, workdir)
-        for path in args.paths.split(","):
-            results.append(_one(lab, installed, path.strip(), workdir))
+        for path in paths:
+            results.append(_one(lab, installed, path, workdir))
     finally:
         server.stop()
         lab.heal()
