@@ -418,3 +418,56 @@ def check_remove_worker(p: RemoveWorkerParams) -> RemoveWorkerParams:
         raise errors.BadParameters("invalid remove-worker parameters: " + "; ".join(problems),
                                    fix="correct the parameter file or -p values; nothing was changed")
     return p
+
+
+@dataclass(frozen=True)
+class ReplaceParams(Target):
+    """Parameters of the replace-control-plane runbook (destructive: removes an etcd member, runs playbooks).
+
+    ``replacement`` equal to ``dead_node`` means the same host reinstalled with the same IP
+    (``replacement_ip`` is then ignored); any other name is a new machine at ``replacement_ip``.
+    """
+
+    dead_node: str = "node1"
+    replacement: str = "node5"
+    replacement_ip: str = "${RUNBOOKS_LAB_SPARE_IP:-10.213.7.15}"
+    allow_answering_dead_node: bool = False  # treat a node as dead even though its etcd or API answers
+    upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)  # for preparing the replacement
+    app_host: str = "uuid.awesome.lab"  # the test app's host name, asked on every ingress node at the end
+    kubeconfig_server_after: str = ""  # the kubeconfig's server at the end; empty: left at a survivor
+    ansible_env: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = True
+    confirm: str = ""
+    drain_timeout_s: float = 30.0
+    playbook_timeout_s: float = 900.0
+    ready_timeout_s: float = 300.0
+    timeout_s: float = 30.0
+
+
+def check_replace(p: ReplaceParams) -> ReplaceParams:
+    """Checks of the replace parameters beyond types. Raises BadParameters naming every problem. Reads files only."""
+    problems = []
+    for key in ("dead_node", "replacement"):
+        if not _HOST_NAME.match(getattr(p, key)):
+            problems.append(f"{key} {getattr(p, key)!r} is not a valid host name")
+    if p.replacement != p.dead_node:
+        try:
+            ipaddress.ip_address(p.replacement_ip)
+        except ValueError:
+            problems.append(f"replacement_ip {p.replacement_ip!r} is not an IP address (a new machine needs one)")
+    if not p.inventory.is_file():
+        problems.append(f"inventory {p.inventory} does not exist")
+    if not (p.kubespray_dir / "cluster.yml").is_file():
+        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
+    if not p.known_hosts.is_file():
+        problems.append(f"known_hosts {p.known_hosts} does not exist (host keys are always verified)")
+    if not p.kubeconfig.is_file():
+        problems.append(f"kubeconfig {p.kubeconfig} does not exist")
+    if p.kubeconfig_server_after and not re.fullmatch(r"https://\S+", p.kubeconfig_server_after):
+        problems.append("kubeconfig_server_after must be an https:// URL or empty")
+    if min(p.drain_timeout_s, p.playbook_timeout_s, p.ready_timeout_s, p.timeout_s) <= 0:
+        problems.append("timeouts must be positive")
+    if problems:
+        raise errors.BadParameters("invalid replace parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was changed")
+    return p

@@ -236,6 +236,14 @@ class Inventory:
             self._doc.undefine_host(name)
         return removed
 
+    def append_member(self, group: str, host: str) -> None:
+        """Append an already defined host at the END of ``group`` (its vars kept). Rollback: :meth:`remove_host`."""
+        if host not in self.hosts:
+            raise errors.BadParameters(f"host {host!r} is not defined in the inventory", fix="use add_host")
+        self._require_direct(group, host, action="add to")
+        if host not in self.members(group):
+            self._doc.add_member(group, host)
+
     def move_to_end(self, group: str, host: str) -> None:
         """Move ``host`` to the end of ``group`` (so it is no longer first). Rollback: :meth:`move_to_front`."""
         self._move(group, host, -1)

@@ -192,3 +192,27 @@ def restored_cluster(kubespray_cluster: LabCluster, tmp_path: Path) -> Iterator[
         kubespray_cluster.lab.heal()
         kubespray_cluster.lab.restore_all(SNAPSHOT)
         cluster.close_ssh_masters()
+
+
+def replace_params(c: LabCluster, path: Path, **extra: object) -> Path:
+    """A parameter file for the replace runbook against this lab cluster."""
+    d = c.description
+    values = {
+        "cluster_name": "lab",
+        "inventory": str(c.hosts),
+        "kubespray_dir": str(cluster.KUBESPRAY_DIR),
+        "ansible_playbook": str(cluster.ansible_playbook_path()),
+        "kubeconfig": str(c.kubeconfig),
+        "ssh_user": d.get("ssh_user", "root"),
+        "ssh_key": d["ssh_key"],
+        "known_hosts": d["known_hosts"],
+        "dead_node": "node1",
+        "replacement": "node5",
+        "replacement_ip": c.ip("node5"),
+        "upstream_dns_servers": [d["host_ip"]],
+        "app_host": APP_HOST,
+        "ansible_env": cluster.playbook_env(),
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path

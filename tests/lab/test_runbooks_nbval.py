@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostics.ipynb", "40-add-worker.ipynb",
-            "41-remove-worker.ipynb",
+            "41-remove-worker.ipynb", "50-replace-control-plane.ipynb",
             # etcd-snapshot runs for real (non-destructive); restore-cluster's dry run on the healthy cluster
             # shows its plan and that a real run would be refused (quorum healthy), without an error cell.
             "60-etcd-snapshot.ipynb", "61-restore-cluster.ipynb")
@@ -36,7 +36,7 @@ def test_nbval_over_the_runbooks_in_order(kubespray_cluster: LabCluster, tmp_pat
     c = kubespray_cluster
     env = {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOKS_RUNS_DIR": str(tmp_path / "runs"),
            "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir), "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir),
-           "RUNBOOKS_LAB_DNS": c.description["host_ip"]}
+           "RUNBOOKS_LAB_DNS": c.description["host_ip"], "RUNBOOKS_LAB_SPARE_IP": c.ip("node5")}
     notebooks = [f"notebooks/{name}" for name in IN_ORDER]
     try:
         proc = subprocess.run(

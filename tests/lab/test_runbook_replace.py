@@ -1,0 +1,215 @@
+"""The replace-control-plane runbook against the lab, through ``runbooks run``.
+
+On the session's installed cluster with node1 (the first control plane and the
+first etcd member) hard powered off:
+- a new machine (node5): the run is killed just after the etcd member remove,
+  re-run, and converges;
+- the same IP (node1 reinstalled, its new key pinned as the operator would): the
+  run is killed during cluster.yml, re-run, and converges;
+- a dry run changes nothing, and every refusal changes nothing.
+
+This replaces the stand-in's playbook-level replace tests: the same path
+(member remove, cluster-info, inventory, upgrade-cluster with
+ignore_assert_errors, cluster.yml --limit=etcd,kube_control_plane, the same-IP
+``member add`` first) is walked here by the runbook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib import runner
+from runbooks_lib.lab import cluster
+from tests.lab.cluster_fixtures import LabCluster, replace_params
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CELL_TIMEOUT = 1200.0
+MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+
+
+def run_replace(params: Path, runs: Path, **overrides: object) -> runner.RunResult:
+    return runner.run(runner.find("replace-control-plane"), files=[params], overrides=overrides, runs=runs,
+                      progress_bar=False, cell_timeout=CELL_TIMEOUT)
+
+
+def _summary(result: runner.RunResult) -> dict:
+    return json.loads(Path(result.summary_path).read_text())
+
+
+def _members(c: LabCluster, on: str = "node2") -> list[dict]:
+    return json.loads(c.etcdctl(on, "member", "list", "-w", "json").stdout)["members"]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found through /proc's parent links)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == current]
+        found += children
+        frontier += children
+    return found
+
+
+def _start_cli(params: Path, runs: Path) -> subprocess.Popen:
+    """``runbooks run replace-control-plane`` as an operator starts it, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runbooks_lib.cli", "run", "replace-control-plane", "-f", str(params),
+         "--runs-dir", str(runs), "--no-progress", "-p", "dry_run", "False", "-p", "confirm", "lab"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the run's process group and everything it started (the kernel, ansible-playbook, ssh)."""
+    victims = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    cluster.close_ssh_masters()
+
+
+def _assert_replaced(c: LabCluster, result: runner.RunResult, new: str) -> dict:
+    assert result.exit_code == 0, result.line()
+    summary = _summary(result)
+    assert summary["replaced"] is True, summary["verdict"]
+    names = [m["name"] for m in _members(c)]
+    assert len(names) == 3 and all(names), names
+    health = json.loads(c.etcdctl("node2", "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert sorted(h["endpoint"] for h in health if h["health"]) == sorted(
+        f"https://{c.ip(n)}:2379" for n in ("node2", "node3", new))
+    inv = c.inventory()["all"]["children"]
+    assert list(inv["kube_control_plane"]["hosts"]) == ["node2", new]
+    assert list(inv["etcd"]["hosts"]) == ["node2", "node3", new]
+    want = f"--etcd-servers=https://{c.ip('node2')}:2379,https://{c.ip('node3')}:2379,https://{c.ip(new)}:2379"
+    for node in ("node2", new):
+        assert want in c.lab.ssh(node, ["cat", MANIFEST]).stdout
+    assert summary["checks"]["ingress"] == sorted(["node2", "node3", "node4", new])
+    return summary
+
+
+@pytest.mark.timeout(1500)
+def test_new_machine_killed_after_member_remove_then_rerun_converges(restored_cluster: LabCluster,
+                                                                      tmp_path: Path) -> None:
+    c = restored_cluster
+    c.lab.poweroff("node1", mode="hard")
+    params = replace_params(c, tmp_path / "replace.yaml")
+    runs = tmp_path / "runs"
+    proc = _start_cli(params, runs)
+    try:
+        wait_until(lambda: (len(_members(c)) == 2 or proc.poll() is not None, "etcd1 still a member"), 600,
+                   "the runbook to remove the dead etcd member", 0.5)
+    finally:
+        _kill(proc)
+    assert sorted(m["name"] for m in _members(c)) == ["etcd2", "etcd3"]
+    result = run_replace(params, runs, dry_run=False, confirm="lab")
+    summary = _assert_replaced(c, result, "node5")
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert steps["etcd member remove"]["detail"] == "already removed"
+    assert steps["etcd member add"]["status"] == "skipped"  # 10.x.y.15 is nobody's substring here
+    assert "node1" not in c.inventory()["all"]["hosts"]
+
+
+@pytest.mark.timeout(1500)
+def test_same_ip_killed_during_cluster_yml_then_rerun_converges(restored_cluster: LabCluster, tmp_path: Path) -> None:
+    c = restored_cluster
+    c.lab.poweroff("node1", mode="hard")
+    c.lab.reimage("node1")  # a fresh disk and a new host key, pinned in the lab's known_hosts (the operator's step)
+    c.lab.poweron("node1")
+    cluster.close_ssh_masters()
+    params = replace_params(c, tmp_path / "replace.yaml", replacement="node1")
+    runs = tmp_path / "runs"
+    proc = _start_cli(params, runs)
+    try:
+        def in_cluster_yml() -> tuple[bool, str]:
+            logs = [log for log in runs.glob("lab/*.log") if log.name.endswith("Z-cluster.yml.log")]
+            return bool(logs and "TASK [" in logs[0].read_text()) or proc.poll() is not None, "cluster.yml not started"
+
+        wait_until(in_cluster_yml, 600, "the runbook to be inside cluster.yml", 0.5)
+        time.sleep(5)
+    finally:
+        _kill(proc)
+    result = run_replace(params, runs, dry_run=False, confirm="lab")
+    summary = _assert_replaced(c, result, "node1")
+    assert summary["same_ip"] is True and summary["resumed"] is True
+    assert summary["member_add_first"]["needed"] is True
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert steps["drain and delete node"]["status"] == "skipped"
+    assert steps["etcd member add"]["detail"].startswith("already a member")
+
+
+def _error_text(result: runner.RunResult) -> str:
+    """The error a failing cell of the run record shows (its whole message, the fix included)."""
+    cells = json.loads(Path(result.output).read_text())["cells"]
+    return "\n".join(o.get("evalue", "") for cell in cells for o in cell.get("outputs", [])
+                     if o.get("output_type") == "error")
+
+
+def _digest(c: LabCluster) -> dict:
+    return {
+        "members": sorted((m["name"], tuple(m["peerURLs"])) for m in _members(c, "node3")),
+        "inventory": hashlib.sha256(c.hosts.read_bytes()).hexdigest(),
+        "manifests": {n: c.lab.ssh(n, ["sha256sum", MANIFEST]).stdout for n in ("node2",)},
+    }
+
+
+@pytest.mark.timeout(900)
+def test_dry_run_and_refusals_change_nothing(restored_cluster: LabCluster, tmp_path: Path) -> None:
+    c = restored_cluster
+    c.lab.poweroff("node1", mode="hard")
+    params = replace_params(c, tmp_path / "replace.yaml")
+    runs = tmp_path / "runs"
+    before = _digest(c)
+
+    dry = run_replace(params, runs)
+    assert dry.exit_code == 0, dry.line()
+    summary = _summary(dry)
+    assert summary["dry_run"] is True and summary["playbooks"] == {}
+    assert any("member remove etcd1" in line for line in summary["plan"])
+    assert _digest(c) == before
+
+    def refused(expect: str, **overrides: object) -> None:
+        result = run_replace(params, runs, **overrides)
+        assert result.exit_code == 2 and result.status == "refused", result.line()
+        assert expect in result.message, result.message
+        assert _digest(c) == before
+
+    refused("node2 (", dead_node="node2", dry_run=False, confirm="lab")  # it answers (a dry run only warns)
+    refused("not in the inventory", dead_node="node9")
+    refused(f"{c.ip('node3')} belongs to node3", replacement_ip=c.ip("node3"))
+    unpinned = tmp_path / "known_hosts"
+    unpinned.write_text("".join(line + "\n" for line in Path(c.description["known_hosts"]).read_text().splitlines()
+                                if c.ip("node5") not in line.split(" ")[0].split(",")
+                                and f"[{c.ip('node5')}]" not in line))
+    refused("no host key is pinned", known_hosts=str(unpinned))
+    c.lab.poweroff("node2", mode="hard")
+    cluster.close_ssh_masters()
+    result = run_replace(params, runs)
+    assert result.exit_code == 2, result.line()
+    assert "lost quorum" in result.message, result.message
+    assert "restore-cluster" in _error_text(result)
+    assert hashlib.sha256(c.hosts.read_bytes()).hexdigest() == before["inventory"]
