@@ -163,6 +163,11 @@ class HaproxyFrontDoor:
             self.workdir = None
             self._own_workdir = False
 
+    @property
+    def running(self) -> bool:
+        """True while the HAProxy started by :meth:`setup` runs."""
+        return self._proc is not None and self._proc.running
+
     def stat(self) -> list[dict[str, str]]:
         """``show stat`` rows of the backend's servers (pxname, svname, status, check_status...)."""
         rows = show_stat(self.stats_socket)
