@@ -102,6 +102,32 @@ def lanes(strategies: Sequence[str], *, app_host: str, port: int = 80, vip: str 
     return tuple(out)
 
 
+def controller_manager_leader(api: Any, *, timeout: float = 15.0) -> str | None:
+    """Probe: the node whose kube-controller-manager holds the leader Lease (None when unknown).
+
+    Faulting that node delays NotReady by the lease duration: the node
+    lifecycle controller of the next leader starts its grace period afresh.
+    """
+    from runbooks_lib.kube.api import get
+
+    lease = get(api, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager",
+                timeout=timeout)
+    holder = str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+    return holder.split("_", 1)[0] or None
+
+
+def pick_fault_node(nodes: Sequence[str], *, app_nodes: Sequence[str], leader: str | None) -> str:
+    """The last of ``nodes`` that runs no app pod and is not the controller-manager leader (else the last one).
+
+    Such a node shows what the front door does alone: no pod of the app dies
+    with it, and Kubernetes marks it NotReady after the grace period. Pure.
+    """
+    if not nodes:
+        raise errors.BadParameters("no ingress nodes to fault")
+    quiet = [n for n in nodes if n not in app_nodes and n != leader]
+    return (quiet or list(nodes))[-1]
+
+
 def recovery(row: Mapping[str, Any]) -> float:
     """Seconds from the fault to the last bad request (0 when none was bad)."""
     detect, recover = row.get("detect_s"), row.get("recover_s")

@@ -101,8 +101,8 @@ class EventWatch:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop following (the thread ends at the next chunk or read timeout)."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop following; waits at most ``timeout`` (a daemon thread blocked in a read ends at its read timeout)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

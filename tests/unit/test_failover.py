@@ -194,3 +194,10 @@ def test_failover_parameters_are_checked_beyond_types() -> None:
     text = str(exc.value)
     for part in ("anycast", "recommended 'haproxy'", "fault_mode 'melt'", "needs fault_command", "rate must be"):
         assert part in text, part
+
+
+def test_the_fault_node_chosen_runs_no_app_pod_and_is_not_the_controller_manager_leader() -> None:
+    nodes = ["node1", "node2", "node3", "node4"]
+    assert failover.pick_fault_node(nodes, app_nodes=["node3", "node4"], leader="node2") == "node1"
+    assert failover.pick_fault_node(nodes, app_nodes=["node3", "node4"], leader="node1") == "node2"
+    assert failover.pick_fault_node(nodes, app_nodes=nodes, leader=None) == "node4"
