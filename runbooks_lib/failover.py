@@ -136,8 +136,14 @@ def recovery(row: Mapping[str, Any]) -> float:
     return round(float(detect) + float(recover or 0.0), 3)
 
 
-def judge(table: pd.DataFrame, strategy: str, bar: Bar = Bar()) -> Verdict:
-    """The ``strategy`` row of the impact table against ``bar``. Raises BadParameters if it has no row."""
+def judge(table: pd.DataFrame, strategy: str, bar: Bar = Bar(), *, requests: pd.DataFrame | None = None,
+          fault_at: float = 0.0) -> Verdict:
+    """The ``strategy`` row of the impact table against ``bar``. Raises BadParameters if it has no row.
+
+    With the raw ``requests``, a miss also says how the lane did before the
+    fault: a p99 already over the bar then is the probe host's or the
+    network's, not the failover's.
+    """
     if strategy not in table.index:
         raise errors.BadParameters(f"strategy {strategy!r} was not measured", fix="add it to strategies")
     row = table.loc[strategy].to_dict()
@@ -149,6 +155,12 @@ def judge(table: pd.DataFrame, strategy: str, bar: Bar = Bar()) -> Verdict:
         misses.append(f"p99 {p99:.0f} ms is {p99 - bar.p99_ms:.0f} ms over {bar.p99_ms:.0f} ms")
     if rec > bar.recovery_s:
         misses.append(f"recovery {rec:.2f} s is {rec - bar.recovery_s:.2f} s over {bar.recovery_s:g} s")
+    if misses and requests is not None:
+        before = requests[(requests["lane"] == strategy) & (requests["intended"] < fault_at)]
+        if len(before):
+            slow = float((analysis.outcome(before, bar.p99_ms / 1000) != "ok").mean())
+            misses.append(f"before the fault already: p99 {1000 * before['latency'].quantile(0.99):.0f} ms, "
+                          f"{100 * slow:.1f}% slow or failed")
     return Verdict(strategy, failed, p99, rec, tuple(misses))
 
 

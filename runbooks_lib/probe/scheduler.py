@@ -218,8 +218,11 @@ class ProbeRun:
 
 
 def _child_main(config: ProbeConfig, stop: Any, conn: Any) -> None:
-    """The probe in its own process: report t0, run, send the result (or the error) back."""
-    events = EventLog()
+    """The probe in its own process: report t0, run, send the result (or the error) back.
+
+    ``stop`` is the reading end of a pipe: a message (or the parent closing
+    it) stops the sending.
+    """
 
     class _Reporting(EventLog):
         def set_origin(self, monotonic: float, wall: float, *, force: bool = False) -> None:
@@ -230,7 +233,10 @@ def _child_main(config: ProbeConfig, stop: Any, conn: Any) -> None:
     flag = threading.Event()
 
     def watch_stop() -> None:
-        stop.wait()
+        try:
+            stop.recv()
+        except (EOFError, OSError):
+            pass
         flag.set()
 
     threading.Thread(target=watch_stop, daemon=True).start()
@@ -260,12 +266,14 @@ class IsolatedProbeRun:
         self.config = config
         self.events = events if events is not None else EventLog()
         ctx = multiprocessing.get_context("spawn")
-        self._stop = ctx.Event()
+        # A pipe, not a multiprocessing.Event: setting an Event whose waiter has exited blocks forever.
+        stop_reader, self._stop = ctx.Pipe(duplex=False)
         self._conn, child = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child_main, args=(config, self._stop, child), name="runbooks-probe",
+        self._proc = ctx.Process(target=_child_main, args=(config, stop_reader, child), name="runbooks-probe",
                                  daemon=True)
         self._proc.start()
         child.close()
+        stop_reader.close()
         if not self._conn.poll(start_timeout):
             self._proc.kill()
             raise WaitTimedOut(f"the probe process did not start within {start_timeout:.0f}s",
@@ -282,8 +290,11 @@ class IsolatedProbeRun:
         return not self._proc.is_alive()
 
     def stop(self) -> None:
-        """Stop sending; in-flight requests still drain (bounded)."""
-        self._stop.set()
+        """Stop sending; in-flight requests still drain (bounded). Idempotent."""
+        try:
+            self._stop.send("stop")
+        except (BrokenPipeError, OSError):
+            pass  # the probe has ended already
 
     def wait(self, timeout: float | None = None) -> ProbeResult:
         """Block until the probe's result arrives; raise :class:`WaitTimedOut` after ``timeout`` seconds."""

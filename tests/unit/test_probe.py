@@ -319,3 +319,19 @@ class _QuietHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def test_stopping_an_isolated_probe_that_has_ended_returns_at_once() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = p.start(p.ProbeConfig((p.direct("127.0.0.1", port=server.server_address[1], connect_timeout=1),),
+                                    rate=20, duration=0.3, progress=False), isolated=True)
+        result = run.wait(30)
+        time.sleep(0.2)
+        started = time.monotonic()
+        run.stop()
+        run.stop()
+        assert time.monotonic() - started < 1.0 and len(result.requests) == 6
+    finally:
+        server.shutdown()
