@@ -574,7 +574,8 @@ if result is not None:
 # NBVAL_CHECK_OUTPUT
 drilled = proceed and guard.error is None
 verdict = (f"{p.cluster_name}: DRY RUN: nothing changed" if not proceed else
-           f"{p.cluster_name}: DRILL FAILED at {guard.failed_step!r}: {guard.error}" if guard.error else
+           f"{p.cluster_name}: DRILL FAILED at {guard.failed_step!r}: {type(guard.error).__name__}: "
+           f"{(str(guard.error).splitlines() or [''])[0]}" if guard.error else
            f"{p.cluster_name}: {p.recommended} {'MEETS' if verdict_bar and verdict_bar.meets else 'MISSES'} the bar"
            + ("" if not verdict_bar or verdict_bar.meets else f" ({'; '.join(verdict_bar.misses)})"))
 summary = runbook.write_summary("failover-test", p.cluster_name, {
