@@ -23,7 +23,8 @@ from runbooks_lib import runner
 from runbooks_lib.frontdoors.keepalived import CONF, MARKER
 from tests.lab.cluster_fixtures import LabCluster
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+# The first lab test of a session also waits for the session's install (several minutes on a busy machine).
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ADVERT = 0.2
 GRACE = 40.0  # node_monitor_grace_period in the lab's Kubespray defaults
