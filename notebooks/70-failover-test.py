@@ -123,6 +123,7 @@ haproxy_fall: int = 2  # failed checks before a server is DOWN
 haproxy_rise: int = 2  # passed checks before it is UP again
 haproxy_connect_timeout_s: float = 0.1  # HAProxy's connect timeout (then retry on another server)
 haproxy_retries: int = 3  # HAProxy's retries (redispatch: each may go to another server)
+haproxy_server_timeout_s: float = 1.0  # HAProxy's wait for a node's answer, then retry elsewhere (GETs only)
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # the cluster name, to run headless
 ready_timeout_s: float = 180.0  # bound of the waits (rollout, node Ready again), seconds
@@ -233,7 +234,8 @@ if "keepalived-vip" in p.strategies:
 if "haproxy" in p.strategies:
     plan.append(f"haproxy: on this machine at {p.haproxy_bind}, check every {p.haproxy_check_inter_s:g} s, "
                 f"fall {p.haproxy_fall} rise {p.haproxy_rise}, connect timeout {p.haproxy_connect_timeout_s:g} s, "
-                f"retries {p.haproxy_retries}, redispatch")
+                f"retries {p.haproxy_retries} (also of requests a dying node leaves unanswered after "
+                f"{p.haproxy_server_timeout_s:g} s), redispatch")
 plan.append(f"bar for {p.recommended}: 0 failed, p99 <= {bar.p99_ms:g} ms, recovery <= {bar.recovery_s:g} s")
 plan.append("teardown: restore the node, remove keepalived and HAProxy, check DNS unchanged")
 print("\n".join(plan))
@@ -331,7 +333,9 @@ def set_up_front_doors() -> str:
         haproxy_door = HaproxyFrontDoor(p.haproxy_bind, port, {n: address[n] for n in ingress_names},
                                         check_inter=p.haproxy_check_inter_s, fall=p.haproxy_fall,
                                         rise=p.haproxy_rise, timeout_connect=p.haproxy_connect_timeout_s,
-                                        retries=p.haproxy_retries, host_header=p.app_host)
+                                        retries=p.haproxy_retries, timeout_server=p.haproxy_server_timeout_s,
+                                        retry_on="conn-failure empty-response response-timeout",
+                                        host_header=p.app_host)
         haproxy_door.setup()
         runbook.wait_for(lambda: (set(haproxy_door.server_status().values()) == {"UP"},
                                   str(haproxy_door.server_status())),
@@ -558,8 +562,9 @@ if result is not None:
                                                                            fault_node),
                "endpoints changed": failover.first_event_after(ev, "endpoints changed", fault_at)}
     if "dns-naive" in p.strategies:
+        # Stuck: failed, or waited at least half the naive client's connect timeout (not merely slow).
         naive_share = failover.post_fault_bad_share(result.requests, "dns-naive", fault_at=fault_at,
-                                                    target=p.slow_ms / 1000)
+                                                    target=p.naive_connect_timeout_s / 2)
     verdict_bar = failover.judge(table, p.recommended, bar, requests=result.requests, fault_at=fault_at)
     paragraph = failover.conclusion(table, nodes=len(dns_before), dead_share=dead_share, naive_share=naive_share,
                                     naive_timeout=p.naive_connect_timeout_s, recommended=p.recommended,

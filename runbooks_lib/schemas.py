@@ -281,6 +281,7 @@ class FailoverParams(Target):
     haproxy_rise: int = 2
     haproxy_connect_timeout_s: float = 0.1
     haproxy_retries: int = 3
+    haproxy_server_timeout_s: float = 1.0
     dry_run: bool = True
     confirm: str = ""
     ready_timeout_s: float = 180.0
@@ -312,7 +313,8 @@ def check_failover(p: FailoverParams) -> FailoverParams:
     positive = {k: getattr(p, k) for k in ("rate", "before_s", "after_s", "naive_connect_timeout_s",
                                             "fallback_connect_timeout_s", "happy_eyeballs_stagger_s",
                                             "read_timeout_s", "slow_ms", "vrrp_advert_s", "haproxy_check_inter_s",
-                                            "haproxy_connect_timeout_s", "ready_timeout_s", "timeout_s")}
+                                            "haproxy_connect_timeout_s", "haproxy_server_timeout_s", "ready_timeout_s",
+                                            "timeout_s")}
     problems += [f"{k} must be positive" for k, v in positive.items() if v <= 0]
     if p.warmup_s < 0 or p.haproxy_retries < 0 or p.haproxy_fall < 1 or p.haproxy_rise < 1:
         problems.append("warmup_s and haproxy_retries must be >= 0, haproxy_fall/rise >= 1")
