@@ -156,6 +156,15 @@ def judge(table: pd.DataFrame, strategy: str, bar: Bar = Bar(), *, requests: pd.
     if rec > bar.recovery_s:
         misses.append(f"recovery {rec:.2f} s is {rec - bar.recovery_s:.2f} s over {bar.recovery_s:g} s")
     if misses and requests is not None:
+        lane = requests[(requests["lane"] == strategy) & (requests["intended"] >= fault_at)]
+        bad = lane[analysis.outcome(lane, bar.p99_ms / 1000) != "ok"]
+        late = bad[bad["send_lag"] >= 0.1] if "send_lag" in bad else bad.iloc[0:0]
+        if len(late):
+            own = bad[~bad.index.isin(late.index)]
+            rest = float(own["intended"].max() - fault_at) if len(own) else 0.0
+            misses.append(f"{len(late)} of its {len(bad)} bad requests were sent late by the probe itself (send lag "
+                          f">= 100 ms: the probe host stalled); without them the last bad request is {rest:.2f} s "
+                          "after the fault")
         before = requests[(requests["lane"] == strategy) & (requests["intended"] < fault_at)]
         if len(before):
             slow = float((analysis.outcome(before, bar.p99_ms / 1000) != "ok").mean())

@@ -259,7 +259,7 @@ class FailoverParams(Target):
     warmup_s: float = 3.0
     before_s: float = 20.0
     after_s: float = 55.0
-    fault_node: str = "node2"
+    fault_node: str = ""  # empty: an ingress node without app pods, not the controller-manager leader
     fault_mode: str = "hard"
     fault_injector: str = "lab"
     fault_command: tuple[str, ...] = ()
