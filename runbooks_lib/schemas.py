@@ -471,3 +471,85 @@ def check_replace(p: ReplaceParams) -> ReplaceParams:
         raise errors.BadParameters("invalid replace parameters: " + "; ".join(problems),
                                    fix="correct the parameter file or -p values; nothing was changed")
     return p
+
+
+@dataclass(frozen=True)
+class FailoverParams(Target):
+    """Parameters of the failover drill (faults one node: dry_run/confirm gate). Defaults: the short lab profile."""
+
+    app_name: str = "sticky-session"
+    app_namespace: str = "default"
+    app_host: str = "uuid.awesome.lab"
+    dns_server: str = "${RUNBOOKS_LAB_DNS:-10.213.7.1}"
+    dns_port: int = 53
+    strategies: tuple[str, ...] = ("dns-naive", "dns-fallback", "happy-eyeballs", "keepalived-vip", "haproxy")
+    recommended: str = "haproxy"
+    rate: float = 20.0  # requests per second per strategy
+    warmup_s: float = 3.0
+    before_s: float = 20.0
+    after_s: float = 55.0
+    fault_node: str = ""  # empty: an ingress node without app pods, not the controller-manager leader
+    fault_mode: str = "hard"
+    fault_injector: str = "lab"
+    fault_command: tuple[str, ...] = ()
+    power_on_command: tuple[str, ...] = ()
+    restore_power: bool = True
+    naive_connect_timeout_s: float = 10.0
+    fallback_connect_timeout_s: float = 0.3
+    happy_eyeballs_stagger_s: float = 0.25
+    read_timeout_s: float = 5.0
+    slow_ms: float = 300.0
+    vip: str = "${RUNBOOKS_LAB_VIP:-10.213.7.100}"
+    vip_prefix: int = 24
+    vrrp_advert_s: float = 0.2
+    vrrp_router_id: int = 61
+    haproxy_bind: str = "127.0.0.1"
+    haproxy_port: int = 0  # 0: a free port
+    haproxy_check_inter_s: float = 0.2
+    haproxy_fall: int = 2
+    haproxy_rise: int = 2
+    haproxy_connect_timeout_s: float = 0.1
+    haproxy_retries: int = 3
+    haproxy_server_timeout_s: float = 1.0
+    dry_run: bool = True
+    confirm: str = ""
+    ready_timeout_s: float = 180.0
+    timeout_s: float = 30.0
+
+
+def check_failover(p: FailoverParams) -> FailoverParams:
+    """Checks of the failover parameters beyond types. Raises BadParameters naming every problem. Pure."""
+    from runbooks_lib import failover, faults
+
+    problems = []
+    unknown = [s for s in p.strategies if s not in failover.STRATEGIES]
+    if unknown or not p.strategies:
+        problems.append(f"strategies: {unknown or 'none'}; use some of {', '.join(failover.STRATEGIES)}")
+    if p.recommended not in p.strategies:
+        problems.append(f"recommended {p.recommended!r} is not among the strategies")
+    if p.fault_mode not in faults.MODES:
+        problems.append(f"fault_mode {p.fault_mode!r}: use one of {', '.join(faults.MODES)}")
+    if p.fault_injector not in faults.KINDS:
+        problems.append(f"fault_injector {p.fault_injector!r}: use one of {', '.join(faults.KINDS)}")
+    if p.fault_injector == "command" and not p.fault_command:
+        problems.append("fault_injector 'command' needs fault_command (argv; {node} {address} {mode} substituted)")
+    for name, value in (("dns_server", p.dns_server), ("haproxy_bind", p.haproxy_bind),
+                        *((("vip", p.vip),) if "keepalived-vip" in p.strategies else ())):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            problems.append(f"{name} {value!r} is not an IP address")
+    positive = {k: getattr(p, k) for k in ("rate", "before_s", "after_s", "naive_connect_timeout_s",
+                                            "fallback_connect_timeout_s", "happy_eyeballs_stagger_s",
+                                            "read_timeout_s", "slow_ms", "vrrp_advert_s", "haproxy_check_inter_s",
+                                            "haproxy_connect_timeout_s", "haproxy_server_timeout_s", "ready_timeout_s",
+                                            "timeout_s")}
+    problems += [f"{k} must be positive" for k, v in positive.items() if v <= 0]
+    if p.warmup_s < 0 or p.haproxy_retries < 0 or p.haproxy_fall < 1 or p.haproxy_rise < 1:
+        problems.append("warmup_s and haproxy_retries must be >= 0, haproxy_fall/rise >= 1")
+    if not 1 <= p.vrrp_router_id <= 255 or not 8 <= p.vip_prefix <= 32:
+        problems.append("vrrp_router_id must be 1..255 and vip_prefix 8..32")
+    if problems:
+        raise errors.BadParameters("invalid failover parameters: " + "; ".join(problems),
+                                   fix="correct the parameter file or -p values; nothing was run")
+    return p

@@ -57,6 +57,10 @@ class HaproxyFrontDoor:
     timeout_connect: float = 0.5
     timeout_server: float = 10.0
     retries: int = 2
+    # Layer-7 retries (HAProxy >= 2.0), e.g. "conn-failure empty-response response-timeout": a request in
+    # flight on a node that dies (reset, no answer within timeout_server) is resent to another server.
+    # Only for idempotent requests such as the probe's GETs. Empty: connection failures only.
+    retry_on: str = ""
     check_path: str = "/"
     host_header: str | None = None
     workdir: Path | None = None
@@ -90,6 +94,7 @@ class HaproxyFrontDoor:
             f"    timeout server {_ms(self.timeout_server)}",
             f"    timeout check {_ms(max(self.timeout_connect, self.check_inter))}",
             f"    retries {self.retries}",
+            *([f"    retry-on {self.retry_on}"] if self.retry_on else []),
             "    option redispatch 1",
             "",
             "frontend runbooks_front",
@@ -162,6 +167,11 @@ class HaproxyFrontDoor:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
             self._own_workdir = False
+
+    @property
+    def running(self) -> bool:
+        """True while the HAProxy started by :meth:`setup` runs."""
+        return self._proc is not None and self._proc.running
 
     def stat(self) -> list[dict[str, str]]:
         """``show stat`` rows of the backend's servers (pxname, svname, status, check_status...)."""

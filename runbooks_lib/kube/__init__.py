@@ -14,6 +14,7 @@ from runbooks_lib.kube.apply import KINDS, Applied, apply, delete
 from runbooks_lib.kube.clusterinfo import ServerChange, cluster_info_server, set_cluster_info_server
 from runbooks_lib.kube.drain import DisruptionBudget, DrainResult, disruption_budgets, drain, pods_on_node
 from runbooks_lib.kube.health import PodHealth, by_node, crash_looping, pod_health, pod_health_of
+from runbooks_lib.kube.watch import EventWatch, endpoints_watch, node_watch
 from runbooks_lib.kube.node import (
     NODE_STATES,
     NodeInfo,
@@ -34,4 +35,5 @@ __all__ = [
     "delete_node", "drain", "node", "node_info", "nodes", "pod_health", "pod_health_of", "pods_on_node",
     "set_cluster_info_server", "uncordon", "wait_for_nodes",
     "DisruptionBudget", "Rollout", "delete", "disruption_budgets", "rollout", "wait_for_rollout",
+    "EventWatch", "endpoints_watch", "node_watch",
 ]

@@ -1,4 +1,4 @@
-"""``make demo``: the lab up, then the runbooks prepare-nodes -> install-cluster -> diagnostics.
+"""``make demo``: the lab up, then the runbooks prepare-nodes -> install-cluster -> diagnostics -> failover-test.
 
 The runbooks run through :func:`runbooks_lib.runner.run`, the code path of
 ``runbooks run NAME -f params/lab.yaml -p dry_run False -p confirm lab``, so
@@ -46,12 +46,22 @@ def _node_ips(description: Mapping[str, Any]) -> dict[str, str]:
     return {name: ips[name] for name in K8S_NODES if name in ips}
 
 
+def _failover_lab(description: Mapping[str, Any]) -> dict[str, Any]:
+    """The failover drill's lab addresses: its DNS server and a free VIP (.100 of the lab's subnet)."""
+    import ipaddress
+
+    net = ipaddress.ip_network(description.get("subnet") or f"{description['host_ip']}/24", strict=False)
+    return {"dns_server": description["host_ip"], "vip": str(net.network_address + 100),
+            "vip_prefix": net.prefixlen}
+
+
 RUNBOOKS: tuple[DemoRunbook, ...] = (
     DemoRunbook("prepare-nodes", lambda d: {"dry_run": False, "confirm": CLUSTER,
                                             "upstream_dns_servers": [d["host_ip"]]}),
     DemoRunbook("install-cluster", lambda d: {"dry_run": False, "confirm": CLUSTER, "hosts": _node_ips(d),
                                               "dns_server": d["host_ip"]}),
     DemoRunbook("diagnostics", lambda d: {}),
+    DemoRunbook("failover-test", lambda d: {"dry_run": False, "confirm": CLUSTER, **_failover_lab(d)}),
 )
 
 
@@ -120,6 +130,27 @@ def report(outcomes: Sequence[Outcome], runs: Path) -> str:
     return "\n".join(lines)
 
 
+def failover_report(outcomes: Sequence[Outcome]) -> str:
+    """The failover drill's impact table and the path of its plot, read from its summary ("" if it did not run)."""
+    import json
+
+    import pandas as pd
+
+    from runbooks_lib import runbook
+
+    drill = next((o for o in outcomes if o.name == "failover-test" and o.output is not None), None)
+    if drill is None:
+        return ""
+    try:
+        summary = json.loads(runbook.summary_path_for(drill.output).read_text())
+    except (OSError, ValueError):
+        return ""
+    table = pd.DataFrame.from_dict(summary.get("impact") or {}, orient="index")
+    lines = ["Failover drill: impact per front door", table.to_string() if not table.empty else "(no measurements)",
+             f"plot: {summary.get('figure')}", str(summary.get("verdict", ""))]
+    return "\n".join(lines)
+
+
 def exit_code(outcomes: Sequence[Outcome]) -> int:
     """The worst exit status of the runbooks that ran (0 when every one that exists succeeded)."""
     return max((o.exit_code for o in outcomes if o.status in ("ok", "failed", "refused")), default=0)
@@ -159,4 +190,8 @@ def run(nodes: int = 5) -> int:
     outcomes = run_runbooks(description)
     print()
     print(report(outcomes, runner.runs_dir() / CLUSTER))
+    drill = failover_report(outcomes)
+    if drill:
+        print()
+        print(drill)
     return exit_code(outcomes)

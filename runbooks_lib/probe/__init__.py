@@ -17,7 +17,7 @@ from runbooks_lib.probe.http import parse_identity
 from runbooks_lib.probe.lanes import MODELS, Lane, Model, Target, direct, fallback, happy_eyeballs, keepalive, naive
 from runbooks_lib.probe.resolver import CachingResolver
 from runbooks_lib.probe.results import COLUMNS, ERROR_CLASSES, LaneStats, ProbeResult
-from runbooks_lib.probe.scheduler import ProbeConfig, ProbeRun, probe, run, start
+from runbooks_lib.probe.scheduler import IsolatedProbeRun, ProbeConfig, ProbeRun, probe, run, start
 
 __all__ = [
     "COLUMNS",
@@ -25,6 +25,7 @@ __all__ = [
     "MODELS",
     "CachingResolver",
     "EventLog",
+    "IsolatedProbeRun",
     "Lane",
     "LaneStats",
     "Model",

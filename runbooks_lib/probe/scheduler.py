@@ -18,7 +18,8 @@ import resource
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
@@ -216,8 +217,109 @@ class ProbeRun:
         return self._result
 
 
-def start(config: ProbeConfig, events: EventLog | None = None) -> ProbeRun:
-    """Start the probe in the background and return its handle (see :class:`ProbeRun`)."""
+def _child_main(config: ProbeConfig, stop: Any, conn: Any) -> None:
+    """The probe in its own process: report t0, run, send the result (or the error) back.
+
+    ``stop`` is the reading end of a pipe: a message (or the parent closing
+    it) stops the sending.
+    """
+
+    class _Reporting(EventLog):
+        def set_origin(self, monotonic: float, wall: float, *, force: bool = False) -> None:
+            conn.send(("started", monotonic, wall))
+            super().set_origin(monotonic, wall, force=force)
+
+    events = _Reporting()
+    flag = threading.Event()
+
+    def watch_stop() -> None:
+        try:
+            stop.recv()
+        except (EOFError, OSError):
+            pass
+        flag.set()
+
+    threading.Thread(target=watch_stop, daemon=True).start()
+    try:
+        result = asyncio.run(probe(config, events, stop=flag))
+        conn.send(("result", result))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent's wait()
+        conn.send(("error", exc))
+    finally:
+        conn.close()
+
+
+class IsolatedProbeRun:
+    """A probe in its own process, so nothing in the caller (SSH, watches, plotting) can stall its timetable.
+
+    Same interface as :class:`ProbeRun`. The child reports its ``t0`` before
+    returning from the constructor (the caller's timeline starts then, e.g.
+    "fault at t0 + 20 s"); events recorded in this process meanwhile use the
+    same monotonic clock and are joined to the result in :meth:`wait`. Side
+    effect: one child process (spawned, so no thread state is forked) until
+    the result arrives or :meth:`stop` and :meth:`wait` end it.
+    """
+
+    def __init__(self, config: ProbeConfig, events: EventLog | None = None, *, start_timeout: float = 60.0) -> None:
+        import multiprocessing
+
+        self.config = config
+        self.events = events if events is not None else EventLog()
+        ctx = multiprocessing.get_context("spawn")
+        # A pipe, not a multiprocessing.Event: setting an Event whose waiter has exited blocks forever.
+        stop_reader, self._stop = ctx.Pipe(duplex=False)
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_child_main, args=(config, stop_reader, child), name="runbooks-probe",
+                                 daemon=True)
+        self._proc.start()
+        child.close()
+        stop_reader.close()
+        if not self._conn.poll(start_timeout):
+            self._proc.kill()
+            raise WaitTimedOut(f"the probe process did not start within {start_timeout:.0f}s",
+                               fix="is the machine overloaded? check that runbooks_lib imports in a fresh python")
+        kind, *rest = self._conn.recv()
+        if kind != "started":
+            self._proc.join(5)
+            raise rest[0] if kind == "error" else WaitTimedOut("the probe process ended before starting")
+        self.t0, self.t0_wall = rest
+        self.events.set_origin(self.t0, self.t0_wall, force=True)
+
+    @property
+    def done(self) -> bool:
+        return not self._proc.is_alive()
+
+    def stop(self) -> None:
+        """Stop sending; in-flight requests still drain (bounded). Idempotent."""
+        try:
+            self._stop.send("stop")
+        except (BrokenPipeError, OSError):
+            pass  # the probe has ended already
+
+    def wait(self, timeout: float | None = None) -> ProbeResult:
+        """Block until the probe's result arrives; raise :class:`WaitTimedOut` after ``timeout`` seconds."""
+        limit = timeout if timeout is not None else self.config.duration + self.config.drain_period + 30.0
+        if not self._conn.poll(limit):
+            raise WaitTimedOut(f"probe still running after {limit:.0f}s",
+                               fix="call .stop() and wait again; check the lanes' timeouts")
+        kind, payload = self._conn.recv()
+        self._proc.join(10)
+        if kind == "error":
+            raise payload
+        # The child's own event log holds nothing; the caller's events share its clock and origin.
+        return replace(payload, events=self.events.frame())
+
+
+def start(config: ProbeConfig, events: EventLog | None = None, *, isolated: bool = False) -> ProbeRun | IsolatedProbeRun:
+    """Start the probe in the background and return its handle (see :class:`ProbeRun`).
+
+    ``isolated=True`` runs it in its own process (:class:`IsolatedProbeRun`):
+    use it when the caller does other work meanwhile (watches over SSH, a
+    fault injection), which would otherwise share the interpreter's lock with
+    the probe and delay its sends.
+    """
+    if isolated:
+        return IsolatedProbeRun(config, events)
     return ProbeRun(config, events)
 
 

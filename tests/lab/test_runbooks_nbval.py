@@ -6,7 +6,9 @@ destructive runbooks are dry runs, so prepare-nodes and install-cluster stop aft
 here; their real runs are covered by ``runbooks run`` in test_runbook_prepare.py and by the
 session's one install (cluster_fixtures.py). How nbval finds the lab: the defaults follow
 ``RUNBOOKS_LAB_DIR`` (SSH key, known_hosts), ``RUNBOOKS_LAB_INVENTORY_DIR`` (inventory and
-kubeconfig: the install's inventory directory) and ``RUNBOOKS_LAB_DNS`` (the lab's DNS server).
+kubeconfig: the install's inventory directory), ``RUNBOOKS_LAB_DNS`` (the lab's DNS server) and
+``RUNBOOKS_LAB_VIP`` (the failover drill's floating IP, checked free in its preflight). The failover
+drill's default is a dry run too (validate, preflight, plan); its real run is test_runbook_failover.py.
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostic
             "41-remove-worker.ipynb", "50-replace-control-plane.ipynb",
             # etcd-snapshot runs for real (non-destructive); restore-cluster's dry run on the healthy cluster
             # shows its plan and that a real run would be refused (quorum healthy), without an error cell.
-            "60-etcd-snapshot.ipynb", "61-restore-cluster.ipynb")
+            "60-etcd-snapshot.ipynb", "61-restore-cluster.ipynb", "70-failover-test.ipynb")
 
 
 def test_nbval_over_the_runbooks_in_order(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
     c = kubespray_cluster
     env = {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOKS_RUNS_DIR": str(tmp_path / "runs"),
            "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir), "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir),
-           "RUNBOOKS_LAB_DNS": c.description["host_ip"], "RUNBOOKS_LAB_SPARE_IP": c.ip("node5")}
+           "RUNBOOKS_LAB_DNS": c.description["host_ip"], "RUNBOOKS_LAB_SPARE_IP": c.ip("node5"),
+           "RUNBOOKS_LAB_VIP": str(c.lab.config.network.network_address + 100)}
     notebooks = [f"notebooks/{name}" for name in IN_ORDER]
     try:
         proc = subprocess.run(

@@ -10,7 +10,9 @@ from runbooks_lib.lab import demo
 ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTION = {"host_ip": "10.213.14.1", "machines": [
     {"name": f"node{i}", "ip": f"10.213.14.{10 + i}", "state": "running"} for i in range(1, 6)]}
-DESTRUCTIVE = {"prepare-nodes": True, "install-cluster": True, "diagnostics": False}
+DESTRUCTIVE = {"prepare-nodes": True, "install-cluster": True, "diagnostics": False, "failover-test": True}
+# The install runbooks and diagnostics; the failover drill that ends the demo is tested on its own below.
+INSTALL_RUNBOOKS = tuple(item for item in demo.RUNBOOKS if item.name != "failover-test")
 
 
 class FakeRunner:
@@ -37,7 +39,8 @@ class FakeRunner:
                                 f"{book.name} verdict")
 
     def outcomes(self, lines: list[str]) -> list[demo.Outcome]:
-        return demo.run_runbooks(DESCRIPTION, find=self.find, run=self.run, echo=lines.append)
+        return demo.run_runbooks(DESCRIPTION, runbooks=INSTALL_RUNBOOKS, find=self.find, run=self.run,
+                                 echo=lines.append)
 
 
 def test_the_three_runbooks_run_in_order_with_the_lab_s_parameters() -> None:
@@ -99,3 +102,16 @@ def test_the_demo_s_parameters_are_parameters_of_its_notebooks() -> None:
         declared = {line.name for line in runner.parameter_lines(present[name])}
         assert set(item.parameters(DESCRIPTION)) <= declared, f"{name}: unknown {set(item.parameters(DESCRIPTION)) - declared}"
         assert present[name].destructive == DESTRUCTIVE[name], name
+
+
+def test_the_demo_ends_with_the_failover_drill_on_the_lab_s_addresses_and_prints_its_table(tmp_path: Path) -> None:
+    assert demo.RUNBOOKS[-1].name == "failover-test"
+    assert demo.RUNBOOKS[-1].parameters(DESCRIPTION) == {
+        "dry_run": False, "confirm": "lab", "dns_server": "10.213.14.1", "vip": "10.213.14.100", "vip_prefix": 24}
+    out = tmp_path / "T-failover-test.ipynb"
+    out.with_name("T-failover-test.summary.json").write_text(
+        '{"impact": {"haproxy": {"requests": 1500, "failed": 0, "p99_ms": 120.5}}, '
+        '"figure": "/runs/lab/T-failover-test.failover.png", "verdict": "lab: haproxy MEETS the bar"}')
+    text = demo.failover_report([demo.Outcome("failover-test", "ok", "OK", 0, out)])
+    assert "haproxy" in text and "120.5" in text and "plot: /runs/lab/T-failover-test.failover.png" in text
+    assert demo.failover_report([demo.Outcome("diagnostics", "ok", "OK", 0, out)]) == ""

@@ -288,3 +288,50 @@ def test_bad_parameters():
         p.ProbeConfig((p.direct("127.0.0.1"),), rate=0, duration=1)
     with pytest.raises(BadParameters):
         p.run(p.ProbeConfig((p.naive(p.Target("app.test")),), rate=1, duration=1, progress=False))
+
+
+def test_an_isolated_probe_runs_in_its_own_process_on_the_caller_s_timeline() -> None:
+    """Events added here while the probe runs elsewhere land on the probe's timeline (one monotonic clock)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        events = p.EventLog()
+        run = p.start(p.ProbeConfig((p.direct("127.0.0.1", port=server.server_address[1], connect_timeout=1),),
+                                    rate=40, duration=1.0, progress=False), events, isolated=True)
+        assert isinstance(run, p.IsolatedProbeRun) and run.t0 <= time.monotonic()
+        time.sleep(0.5)
+        events.add("fault", "here")
+        result = run.wait(30)
+    finally:
+        server.shutdown()
+    assert len(result.requests) == 40 and result.requests["error"].isna().all()
+    fault = result.events[result.events["kind"] == "fault"]["t"].iloc[0]
+    assert 0.45 <= fault <= 0.9, fault
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = b'{"node": "n1", "pod": "p1"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_stopping_an_isolated_probe_that_has_ended_returns_at_once() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = p.start(p.ProbeConfig((p.direct("127.0.0.1", port=server.server_address[1], connect_timeout=1),),
+                                    rate=20, duration=0.3, progress=False), isolated=True)
+        result = run.wait(30)
+        time.sleep(0.2)
+        started = time.monotonic()
+        run.stop()
+        run.stop()
+        assert time.monotonic() - started < 1.0 and len(result.requests) == 6
+    finally:
+        server.shutdown()
