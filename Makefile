@@ -1,5 +1,5 @@
 # Set-up and entry points. Run as root on a fresh Debian/Ubuntu machine:
-#   make demo   brings the lab up and runs the runbooks on it: prepare-nodes, install-cluster, diagnostics
+#   make demo   brings the lab up and runs the runbooks on it: prepare-nodes, install-cluster, diagnostics, failover-test
 #   make test   runs every test (unit, local processes, lab machines, notebooks)
 #   make lab-notebooks   JupyterLab on 127.0.0.1 with the runbooks (prints the address with its token)
 SHELL := /bin/bash
@@ -62,7 +62,7 @@ $(CLIENT_OLDEST): | $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check --target $(TOOLS)/kubernetes-36 'kubernetes>=36,<37'
 	test -f $@
 
-# The lab up, then `runbooks run` prepare-nodes -> install-cluster -> diagnostics (runbooks_lib/lab/demo.py);
+# The lab up, then `runbooks run` prepare-nodes -> install-cluster -> diagnostics -> failover-test (runbooks_lib/lab/demo.py);
 # it ends with where the run records are (runs/lab/) and each runbook's one-line result.
 demo: setup
 	$(VENV)/bin/runbooks lab demo

@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("words", nargs="+", metavar="NODE NAME")
     p.set_defaults(func=_restore)
 
-    p = cmds.add_parser("demo", help="bring the lab up and run prepare-nodes, install-cluster and diagnostics on it")
+    p = cmds.add_parser("demo", help="bring the lab up and run prepare-nodes, install-cluster, diagnostics and failover-test on it")
     p.add_argument("--nodes", type=int, default=5)
     p.set_defaults(func=_demo)
 

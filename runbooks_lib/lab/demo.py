@@ -177,7 +177,7 @@ def prepare_lab(lab: Any, description: Mapping[str, Any]) -> Path:
 
 
 def run(nodes: int = 5) -> int:
-    """Boot the lab (idempotent), run the three runbooks against it, print the records and results."""
+    """Boot the lab (idempotent), run the demo runbooks against it, print the records and results."""
     from runbooks_lib.lab.machines import Lab, status_table
 
     lab = Lab(log=lambda message: print(message, file=sys.stderr, flush=True))
