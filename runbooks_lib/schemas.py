@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,53 @@ LAB_DIR = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}"
 # Where `runbooks lab cluster` wrote the inventory (its --inventory-dir; default LAB_DIR/inventory).
 LAB_INVENTORY = "${RUNBOOKS_LAB_INVENTORY_DIR:-" + LAB_DIR + "/inventory}"
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+FIX_NOTHING_CHANGED = "correct the parameter file or -p values; nothing was changed"
+
+
+def not_ip_addresses(label: str, values: Iterable[str]) -> list[str]:
+    """One problem line per value that is not an IP address (``label: 'x' is not an IP address``). Pure."""
+    problems = []
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            problems.append(f"{label}: {value!r} is not an IP address")
+    return problems
+
+
+_FILE_CHECKS = {
+    "inventory": (lambda p: p.inventory.is_file(),
+                  "inventory {p.inventory} does not exist (the install runbook writes it)"),
+    "kubespray_dir": (lambda p: (p.kubespray_dir / "cluster.yml").is_file(),
+                      "kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)"),
+    "known_hosts": (lambda p: p.known_hosts.is_file(),
+                    "known_hosts {p.known_hosts} does not exist (host keys are always verified)"),
+    "ssh_key": (lambda p: p.ssh_key.is_file() and os.access(p.ssh_key, os.R_OK),
+                "ssh_key {p.ssh_key} is missing or not readable by this user"),
+    "kubeconfig": (lambda p: p.kubeconfig.is_file(), "kubeconfig {p.kubeconfig} does not exist"),
+}
+
+
+def missing_files(p: Target, *names: str) -> list[str]:
+    """Problem lines for the target's files that are missing: names among ``_FILE_CHECKS``. Reads files only."""
+    problems = []
+    for name in names:
+        present, message = _FILE_CHECKS[name]
+        if not present(p):
+            problems.append(message.format(p=p))
+    return problems
+
+
+def not_positive(p: object, *names: str) -> list[str]:
+    """``timeouts must be positive`` (naming them) when any of the attributes ``names`` is <= 0. Pure."""
+    bad = [name for name in names if getattr(p, name) <= 0]
+    return [f"timeouts must be positive: {', '.join(bad)}"] if bad else []
+
+
+def refuse(problems: list[str], what: str, fix: str = FIX_NOTHING_CHANGED) -> None:
+    """Raise BadParameters listing every problem (``invalid WHAT parameters: ...``); nothing when there is none."""
+    if problems:
+        raise errors.BadParameters(f"invalid {what} parameters: " + "; ".join(problems), fix=fix)
 
 
 @dataclass(frozen=True)
@@ -74,10 +121,7 @@ def check_target(target: Target) -> Target:
         for name, address in target.hosts.items():
             if not _HOST_NAME.match(name):
                 problems.append(f"hosts: {name!r} is not a valid host name (lower-case letters, digits, '-')")
-            try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                problems.append(f"hosts: {name}: {address!r} is not an IP address")
+            problems += not_ip_addresses(f"hosts: {name}", [address])
             if address in seen:
                 problems.append(f"hosts: {name} and {seen[address]} have the same address {address}")
             seen.setdefault(address, name)
@@ -223,24 +267,13 @@ def check_install(p: InstallParams) -> InstallParams:
         problems.append(f"hosts is empty and the inventory {p.inventory} does not exist: give hosts and roles")
     if p.hosts and not p.workers:
         problems.append("workers: at least one host is needed")
-    if not (p.kubespray_dir / "cluster.yml").is_file():
-        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
-    if not os.access(p.ssh_key, os.R_OK) or not p.ssh_key.is_file():
-        problems.append(f"ssh_key {p.ssh_key} is missing or not readable by this user")
-    if not p.known_hosts.is_file():
-        problems.append(f"known_hosts {p.known_hosts} does not exist (host keys are always verified)")
-    for server in (*p.upstream_dns_servers, *([p.dns_server] if p.dns_server else [])):
-        try:
-            ipaddress.ip_address(server)
-        except ValueError:
-            problems.append(f"{server!r} is not an IP address (upstream_dns_servers / dns_server)")
+    problems += missing_files(p, "kubespray_dir", "ssh_key", "known_hosts")
+    problems += not_ip_addresses("upstream_dns_servers / dns_server",
+                                 (*p.upstream_dns_servers, *([p.dns_server] if p.dns_server else [])))
     if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", p.app_host):
         problems.append(f"app_host {p.app_host!r} is not a DNS name")
-    if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
-        problems.append("timeouts must be positive")
-    if problems:
-        raise errors.BadParameters("invalid install parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file; nothing was changed")
+    problems += not_positive(p, "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    refuse(problems, "install")
     return p
 
 
@@ -266,16 +299,13 @@ def check_snapshot(p: SnapshotParams) -> SnapshotParams:
     problems = []
     if p.keep_last < 0 or p.keep_days < 0:
         problems.append("keep_last and keep_days: 0 (off) or positive")
-    if p.timeout_s <= 0:
-        problems.append("timeout_s: must be positive")
+    problems += not_positive(p, "timeout_s")
     problems += [f"drill_keys: {k!r} is not an etcd key (starts with /)" for k in p.drill_keys if not k.startswith("/")]
     if p.drill_snapshot and ("/" in p.drill_snapshot or not p.drill_snapshot.endswith(".db")):
         problems.append(f"drill_snapshot: {p.drill_snapshot!r}: give a .db file name in backup_dir")
     if not p.remote_dir.startswith("/"):
         problems.append(f"remote_dir: {p.remote_dir!r} must be an absolute path")
-    if problems:
-        raise errors.BadParameters("invalid snapshot parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file or -p values; nothing was run")
+    refuse(problems, "snapshot", fix="correct the parameter file or -p values; nothing was run")
     return p
 
 
@@ -301,13 +331,9 @@ def check_restore(p: RestoreParams) -> RestoreParams:
     problems = []
     if p.snapshot and ("/" in p.snapshot or not p.snapshot.endswith(".db")):
         problems.append(f"snapshot: {p.snapshot!r}: give a .db file name in backup_dir (or leave it empty)")
-    if not (p.kubespray_dir / "cluster.yml").is_file():
-        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
-    if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
-        problems.append("timeouts must be positive")
-    if problems:
-        raise errors.BadParameters("invalid restore parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file or -p values; nothing was changed")
+    problems += missing_files(p, "kubespray_dir")
+    problems += not_positive(p, "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    refuse(problems, "restore")
     return p
 
 
@@ -355,23 +381,11 @@ class RemoveWorkerParams(Target):
 
 
 def _check_common_worker(p: AddWorkerParams | RemoveWorkerParams, problems: list[str]) -> None:
-    if not (p.kubespray_dir / "cluster.yml").is_file():
-        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
-    if not p.inventory.is_file():
-        problems.append(f"inventory {p.inventory} does not exist (the install runbook writes it)")
-    if not p.known_hosts.is_file():
-        problems.append(f"known_hosts {p.known_hosts} does not exist (host keys are always verified)")
-    if not os.access(p.ssh_key, os.R_OK) or not p.ssh_key.is_file():
-        problems.append(f"ssh_key {p.ssh_key} is missing or not readable by this user")
-    if p.dns_server:
-        try:
-            ipaddress.ip_address(p.dns_server)
-        except ValueError:
-            problems.append(f"dns_server {p.dns_server!r} is not an IP address")
+    problems += missing_files(p, "kubespray_dir", "inventory", "known_hosts", "ssh_key")
+    problems += not_ip_addresses("dns_server", [p.dns_server] if p.dns_server else [])
     if p.dns_command and "{ips}" not in p.dns_command:
         problems.append("dns_command: one word must be {ips} (replaced by the ingress nodes' IPs)")
-    if p.playbook_timeout_s <= 0 or p.ready_timeout_s <= 0 or p.timeout_s <= 0:
-        problems.append("timeouts must be positive")
+    problems += not_positive(p, "playbook_timeout_s", "ready_timeout_s", "timeout_s")
 
 
 def check_add_worker(p: AddWorkerParams) -> AddWorkerParams:
@@ -383,22 +397,13 @@ def check_add_worker(p: AddWorkerParams) -> AddWorkerParams:
     for name, ip in p.new_workers.items():
         if not _HOST_NAME.match(name):
             problems.append(f"new_workers: {name!r} is not a valid host name (lower-case letters, digits, '-')")
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            problems.append(f"new_workers: {name}: {ip!r} is not an IP address")
+        problems += not_ip_addresses(f"new_workers: {name}", [ip])
         if ip in seen:
             problems.append(f"new_workers: {name} and {seen[ip]} have the same IP {ip}")
         seen.setdefault(ip, name)
-    for addr in p.upstream_dns_servers:
-        try:
-            ipaddress.ip_address(addr)
-        except ValueError:
-            problems.append(f"upstream_dns_servers: {addr!r} is not an IP address")
+    problems += not_ip_addresses("upstream_dns_servers", p.upstream_dns_servers)
     _check_common_worker(p, problems)
-    if problems:
-        raise errors.BadParameters("invalid add-worker parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file or -p values; nothing was changed")
+    refuse(problems, "add-worker")
     return p
 
 
@@ -414,9 +419,7 @@ def check_remove_worker(p: RemoveWorkerParams) -> RemoveWorkerParams:
     if p.drain_timeout_s <= 0 or p.dead_drain_timeout_s <= 0 or p.dead_drain_grace_period_s < 0:
         problems.append("drain timeouts must be positive (grace period not negative)")
     _check_common_worker(p, problems)
-    if problems:
-        raise errors.BadParameters("invalid remove-worker parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file or -p values; nothing was changed")
+    refuse(problems, "remove-worker")
     return p
 
 
@@ -451,25 +454,12 @@ def check_replace(p: ReplaceParams) -> ReplaceParams:
         if not _HOST_NAME.match(getattr(p, key)):
             problems.append(f"{key} {getattr(p, key)!r} is not a valid host name")
     if p.replacement != p.dead_node:
-        try:
-            ipaddress.ip_address(p.replacement_ip)
-        except ValueError:
-            problems.append(f"replacement_ip {p.replacement_ip!r} is not an IP address (a new machine needs one)")
-    if not p.inventory.is_file():
-        problems.append(f"inventory {p.inventory} does not exist")
-    if not (p.kubespray_dir / "cluster.yml").is_file():
-        problems.append(f"kubespray_dir {p.kubespray_dir} is not a Kubespray checkout (no cluster.yml)")
-    if not p.known_hosts.is_file():
-        problems.append(f"known_hosts {p.known_hosts} does not exist (host keys are always verified)")
-    if not p.kubeconfig.is_file():
-        problems.append(f"kubeconfig {p.kubeconfig} does not exist")
+        problems += not_ip_addresses("replacement_ip (a new machine needs one)", [p.replacement_ip])
+    problems += missing_files(p, "inventory", "kubespray_dir", "known_hosts", "kubeconfig")
     if p.kubeconfig_server_after and not re.fullmatch(r"https://\S+", p.kubeconfig_server_after):
         problems.append("kubeconfig_server_after must be an https:// URL or empty")
-    if min(p.drain_timeout_s, p.playbook_timeout_s, p.ready_timeout_s, p.timeout_s) <= 0:
-        problems.append("timeouts must be positive")
-    if problems:
-        raise errors.BadParameters("invalid replace parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file or -p values; nothing was changed")
+    problems += not_positive(p, "drain_timeout_s", "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    refuse(problems, "replace")
     return p
 
 
@@ -535,10 +525,7 @@ def check_failover(p: FailoverParams) -> FailoverParams:
         problems.append("fault_injector 'command' needs fault_command (argv; {node} {address} {mode} substituted)")
     for name, value in (("dns_server", p.dns_server), ("haproxy_bind", p.haproxy_bind),
                         *((("vip", p.vip),) if "keepalived-vip" in p.strategies else ())):
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            problems.append(f"{name} {value!r} is not an IP address")
+        problems += not_ip_addresses(name, [value])
     positive = {k: getattr(p, k) for k in ("rate", "before_s", "after_s", "naive_connect_timeout_s",
                                             "fallback_connect_timeout_s", "happy_eyeballs_stagger_s",
                                             "read_timeout_s", "slow_ms", "vrrp_advert_s", "haproxy_check_inter_s",
@@ -549,7 +536,5 @@ def check_failover(p: FailoverParams) -> FailoverParams:
         problems.append("warmup_s and haproxy_retries must be >= 0, haproxy_fall/rise >= 1")
     if not 1 <= p.vrrp_router_id <= 255 or not 8 <= p.vip_prefix <= 32:
         problems.append("vrrp_router_id must be 1..255 and vip_prefix 8..32")
-    if problems:
-        raise errors.BadParameters("invalid failover parameters: " + "; ".join(problems),
-                                   fix="correct the parameter file or -p values; nothing was run")
+    refuse(problems, "failover", fix="correct the parameter file or -p values; nothing was run")
     return p
