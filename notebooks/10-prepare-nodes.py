@@ -52,7 +52,7 @@ from IPython.display import display
 
 from runbooks_lib import nodes, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
-from runbooks_lib.errors import HostKeyError, PreconditionFailed, RunbookError
+from runbooks_lib.errors import PreconditionFailed, RunbookError
 
 pd.set_option("display.width", 200)
 pd.set_option("display.max_colwidth", 120)
@@ -123,18 +123,7 @@ except (OSError, paramiko.SSHException, ValueError) as exc:
 conns = {name: ssh.Connection(ssh.Host(name, address[name], user=p.ssh_user, key_path=str(p.ssh_key),
                                        known_hosts=str(p.known_hosts)), connect_timeout=min(10.0, p.timeout_s))
          for name in chosen}
-reach = []
-for name, conn in conns.items():
-    try:
-        ssh.run(conn, ["true"], timeout=p.timeout_s)
-        if sudo:
-            ssh.run(conn, ["sudo", "-n", "true"], timeout=p.timeout_s)
-    except HostKeyError as exc:
-        raise PreconditionFailed(f"{name}: {exc.what}; nothing was changed", host=name, fix=exc.fix) from None
-    except RunbookError as exc:
-        raise PreconditionFailed(f"{name} ({address[name]}) cannot be used: {exc.what}; nothing was changed",
-                                 host=name, fix=exc.fix or "check the machine and the SSH parameters") from None
-    reach.append({"host": name, "address": address[name], "ssh": "ok, host key pinned"})
+reach = nodes.require_reachable(conns, sudo=sudo, timeout=p.timeout_s)
 display(pd.DataFrame(reach))
 
 # %% [markdown]

@@ -54,7 +54,7 @@ from IPython.display import display
 
 from runbooks_lib import ingress, kube, kubespray, nodes, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
-from runbooks_lib.errors import HostKeyError, PreconditionFailed, RunbookError
+from runbooks_lib.errors import PreconditionFailed, RunbookError
 
 pd.set_option("display.width", 200)
 
@@ -129,16 +129,7 @@ inventory_diff = inventory_lib.diff(current, wanted)
 conns = {name: ssh.Connection(ssh.Host(name, ip, user=p.ssh_user, key_path=str(p.ssh_key),
                                        known_hosts=str(p.known_hosts)), connect_timeout=min(10.0, p.timeout_s))
          for name, ip in p.new_workers.items()}
-for name, conn in conns.items():
-    try:
-        ssh.run(conn, ["true"], timeout=p.timeout_s)
-        if sudo:
-            ssh.run(conn, ["sudo", "-n", "true"], timeout=p.timeout_s)
-    except HostKeyError as exc:
-        raise PreconditionFailed(f"{name}: {exc.what}; nothing was changed", host=name, fix=exc.fix) from None
-    except RunbookError as exc:
-        raise PreconditionFailed(f"{name} ({p.new_workers[name]}) cannot be used: {exc.what}; nothing was changed",
-                                 host=name, fix=exc.fix or "check the machine and the SSH parameters") from None
+nodes.require_reachable(conns, sudo=sudo, timeout=p.timeout_s)
 api = kube.client_from_kubeconfig(str(p.kubeconfig))
 node_state = {n.name: n for n in kube.nodes(api, timeout=p.timeout_s)}
 already = [n for n in new if n in current.workers and n in node_state and node_state[n].is_ready]

@@ -14,13 +14,13 @@ import ipaddress
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import yaml
 
 from runbooks_lib import ssh
-from runbooks_lib.errors import BadParameters, PreconditionFailed, WaitTimedOut
+from runbooks_lib.errors import BadParameters, HostKeyError, PreconditionFailed, RunbookError, WaitTimedOut
 from runbooks_lib.waits import wait_for
 
 IP_FORWARD_CONF = "/etc/sysctl.d/99-kubernetes-ip-forward.conf"
@@ -42,6 +42,30 @@ class Change:
     changed: bool
     detail: str
     restart: tuple[str, ...] = ()
+
+
+def require_reachable(conns: Mapping[str, ssh.BaseConnection], *, sudo: bool = False,
+                      timeout: float = 30.0) -> list[dict[str, str]]:
+    """Prove each machine answers SSH with its pinned host key (and ``sudo -n`` when ``sudo``). Read-only.
+
+    Returns one row per host for the preflight table. Raises PreconditionFailed
+    at the first host that does not answer, naming it and the fix (for a host
+    key: how to pin the new one); nothing has been changed by then.
+    """
+    rows = []
+    for name, conn in conns.items():
+        address = conn.host.address
+        try:
+            ssh.run(conn, ["true"], timeout=timeout)
+            if sudo:
+                ssh.run(conn, ["sudo", "-n", "true"], timeout=timeout)
+        except HostKeyError as exc:
+            raise PreconditionFailed(f"{name}: {exc.what}; nothing was changed", host=name, fix=exc.fix) from None
+        except RunbookError as exc:
+            raise PreconditionFailed(f"{name} ({address}) cannot be used: {exc.what}; nothing was changed",
+                                     host=name, fix=exc.fix or "check the machine and the SSH parameters") from None
+        rows.append({"host": name, "address": address, "ssh": "ok, host key pinned"})
+    return rows
 
 
 def _run(conn: ssh.BaseConnection, argv: list[str], timeout: float, sudo: bool, check: bool = True) -> ssh.Result:

@@ -216,3 +216,20 @@ def test_planned_changes_match_the_steps_and_are_empty_after_them() -> None:
     nodes.fix_resolv_conf(m.conn, ["9.9.9.9"])
     assert not any(c.changed for c in nodes.planned_changes(m.conn, ["9.9.9.9"]))
     assert nodes.planned_changes(m.conn, ["1.1.1.1"])[4].changed, "other upstream servers: the drop-in changes"
+
+
+def test_require_reachable_lists_each_host_and_refuses_at_the_first_that_fails() -> None:
+    ok = testing.MockConnection("node1", {("true",): "", ("sudo", "-n", "true"): ""})
+    rows = nodes.require_reachable({"node1": ok}, sudo=True, timeout=5)
+    assert rows == [{"host": "node1", "address": ok.host.address, "ssh": "ok, host key pinned"}]
+    assert [c.argv for c in ok.calls] == [("true",), ("sudo", "-n", "true")]
+
+    changed_key = testing.MockConnection("node5", {("true",): errors.HostKeyError("host key changed",
+                                                                                  fix="ssh-keygen -R node5")})
+    with pytest.raises(errors.PreconditionFailed, match="node5: host key changed; nothing was changed") as info:
+        nodes.require_reachable({"node1": ok, "node5": changed_key}, timeout=5)
+    assert info.value.fix == "ssh-keygen -R node5"
+
+    down = testing.MockConnection("node4", {("true",): errors.HostUnreachable("connection timed out")})
+    with pytest.raises(errors.PreconditionFailed, match=r"node4 \(192\.0\.2\.1\) cannot be used: connection timed out"):
+        nodes.require_reachable({"node4": down}, timeout=5)
