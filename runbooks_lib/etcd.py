@@ -224,22 +224,7 @@ def member_add(
     args = ["member", "add", name, f"--peer-urls={peer}"]
     if learner:
         args.append("--learner")
-    attempt: list[ssh.Result] = []
-
-    def accepted() -> tuple[bool, str]:
-        # etcd refuses reconfiguration until every member has been connected for
-        # 5 s (strict reconfig check), e.g. right after a member remove: retry.
-        attempt[:] = [ctl.run(*args, check=False)]
-        result = attempt[0]
-        return result.ok or "unhealthy cluster" not in result.stderr, result.tail("stderr", 1)
-
-    try:
-        wait_for(accepted, timeout=retry_for, interval=1.0, what=f"etcd to accept member add {name}")
-    except WaitTimedOut:
-        pass  # the last refusal is reported below, with etcd's own words
-    result = attempt[0]
-    if result.failed:
-        raise ssh.failure(result, fix="check `endpoint health --cluster`: every started member must be healthy")
+    result = _reconfigure(ctl, args, retry_for=retry_for, what=f"member add {name}")
     try:
         return parse_member_add(result.stdout, name, peer)
     except ValueError:
@@ -251,7 +236,7 @@ def member_add(
 
 def member_remove(
     ctl: Etcdctl, *, member_id: int | str | None = None, name: str | None = None, peer_url: str | None = None,
-    check: bool = True,
+    check: bool = True, retry_for: float = 20.0,
 ) -> Member:
     """Action: remove one member (``etcdctl member remove HEXID``), selected exactly.
 
@@ -261,7 +246,8 @@ def member_remove(
     ``check=False`` skips that check (the library's one opt-out spelling),
     e.g. to remove a member of a cluster being restored. Raises
     PreconditionFailed if no member or several match, CommandFailed if etcd
-    refuses. Returns the removed member. Rollback: :func:`member_add` with
+    refuses (its "unhealthy cluster" refusal, survivors connected for less
+    than 5 s, is retried for ``retry_for`` seconds). Returns the removed member. Rollback: :func:`member_add` with
     its name and peer URL, then start it with a fresh data dir and
     ETCD_INITIAL_CLUSTER_STATE=existing.
     """
@@ -276,8 +262,33 @@ def member_remove(
                 fix="bring the unhealthy members back first (`etcd.endpoint_health(ctl, cluster=True)`), "
                     "or pass check=False if you know the cluster must shrink anyway",
             )
-    ctl.run("member", "remove", member.id_hex)
+    _reconfigure(ctl, ["member", "remove", member.id_hex], retry_for=retry_for,
+                 what=f"member remove {_label(member)}")
     return member
+
+
+def _reconfigure(ctl: Etcdctl, args: list[str], *, retry_for: float, what: str) -> ssh.Result:
+    """Action: run a membership change, retrying etcd's "unhealthy cluster" refusal for ``retry_for`` seconds.
+
+    etcd refuses reconfiguration until the members that must remain have been
+    connected for 5 s (strict reconfig check), e.g. right after a member
+    restarts or another change. Raises CommandFailed with etcd's last words.
+    """
+    attempt: list[ssh.Result] = []
+
+    def accepted() -> tuple[bool, str]:
+        attempt[:] = [ctl.run(*args, check=False)]
+        result = attempt[0]
+        return result.ok or "unhealthy cluster" not in result.stderr, result.tail("stderr", 1)
+
+    try:
+        wait_for(accepted, timeout=retry_for, interval=1.0, what=f"etcd to accept {what}")
+    except WaitTimedOut:
+        pass  # the last refusal is reported below, with etcd's own words
+    result = attempt[0]
+    if result.failed:
+        raise ssh.failure(result, fix="check `endpoint health --cluster`: every started member must be healthy")
+    return result
 
 
 def _label(member: Member) -> str:

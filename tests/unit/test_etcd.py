@@ -145,6 +145,26 @@ def test_member_remove_refuses_to_lose_quorum_unless_check_is_false() -> None:
     assert [c.argv[-1] for c in conn.calls][-1] == "a29854aacca35121"
 
 
+def test_member_remove_retries_the_unhealthy_cluster_refusal_then_reports_it() -> None:
+    # etcd refuses while the survivors have been connected for less than 5 s (strict reconfig check).
+    listing = _members((0x11, "etcd1", "https://10.0.0.1:2380"), (0x22, "etcd2", "https://10.0.0.2:2380"),
+                       (0x33, "etcd3", "https://10.0.0.3:2380"))
+    refusal = testing.Reply("", "Error: etcdserver: unhealthy cluster\n", 1)
+    conn = testing.MockConnection("node1")
+    ctl = ctl_for(conn)
+    conn.expect(ctl.argv("member", "list", "-w", "json"), listing)
+    conn.expect(ctl.argv("member", "remove", "33"), [refusal, "Member 33 removed from cluster 1\n"])
+    assert etcd.member_remove(ctl, name="etcd3", check=False, retry_for=5).name == "etcd3"
+    assert [c.argv[-1] for c in conn.calls].count("33") == 2
+
+    conn = testing.MockConnection("node1")
+    ctl = ctl_for(conn)
+    conn.expect(ctl.argv("member", "list", "-w", "json"), listing)
+    conn.expect(ctl.argv("member", "remove", "33"), [refusal] * 10)
+    with pytest.raises(errors.CommandFailed, match="unhealthy cluster"):
+        etcd.member_remove(ctl, name="etcd3", check=False, retry_for=1.5)
+
+
 def test_member_add_parses_initial_cluster_and_retries_unhealthy() -> None:
     conn = testing.MockConnection("node1")
     ctl = ctl_for(conn)
