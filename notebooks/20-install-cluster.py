@@ -295,7 +295,7 @@ api = None
 if proceed:
     first_cp = wanted.control_planes[0]
     with steps.step("kubeconfig") as s:
-        fetched = kubeconfig_lib.fetch(p.kubeconfig, server=f"https://{address[first_cp]}:6443",
+        fetched = kubeconfig_lib.fetch(p.kubeconfig, server=f"https://{wanted.host(first_cp).api_address}:6443",
                                    artifact=inventory_dir / "artifacts" / "admin.conf", conn=conns[first_cp],
                                    sudo=sudo, timeout=p.timeout_s)
         changes["kubeconfig"] = fetched.changed

@@ -175,7 +175,7 @@ pods: list = []
 api_answers: dict[str, str] = {}
 with steps.step("kubernetes") as s:
     for name in control_planes_found:
-        client = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[name]}:6443")
+        client = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{inv.host(name).api_address}:6443")
         try:
             listed = kube.nodes(client, timeout=p.timeout_s)
             if not node_list:

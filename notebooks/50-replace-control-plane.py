@@ -177,6 +177,8 @@ def serves(client) -> bool:
 
 
 address = {n: h.ansible_host or h.ip or n for n, h in inv.hosts.items() if n != p.dead_node}
+# The API servers are reached at Kubespray's access address (in their certificates), SSH at ansible_host.
+api_at = {n: h.api_address for n, h in inv.hosts.items() if n != p.dead_node}
 conns = {n: connect(n, a) for n, a in address.items()}
 new_conn = connect(p.replacement, new_ip)
 try:
@@ -248,7 +250,7 @@ if not verdict.ok:
     raise PreconditionFailed(f"refusing: {verdict.message}; nothing was changed", host=survivor, fix=restore_fix)
 
 survivor_cps = [c for c in inv.control_planes if c not in (p.dead_node, p.replacement)]
-apis = {c: kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[c]}:6443") for c in survivor_cps}
+apis = {c: kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{api_at[c]}:6443") for c in survivor_cps}
 found_cp: list[str] = []
 
 
@@ -293,9 +295,11 @@ replace.with_replacement(planned, p.replacement, new_ip, etcd_member_name=etcd_n
 env_note = f"(host keys checked against {p.known_hosts.name})"
 plan = [
     f"replace {p.dead_node} ({'same IP, reinstalled' if same_ip else 'new machine ' + p.replacement})",
-    f"1. kubeconfig server -> https://{address[live_cp]}:6443 ({live_cp})",
+    f"1. kubeconfig server -> https://{api_at[live_cp]}:6443 ({live_cp})",
     f"2. cordon, drain (bounded {p.drain_timeout_s:.0f} s) and delete node {p.dead_node}",
-    f"3. kube-public/cluster-info server -> https://{address[live_cp]}:6443",
+    f"3. kube-public/cluster-info server -> https://{api_at[live_cp]}:6443",
+    f"3b. /etc/kubernetes/admin.conf on {', '.join(survivor_cps)} -> https://127.0.0.1:6443 where it names "
+    f"{p.dead_node}",
     f"4. etcd member remove {stale.name if stale else '(already removed)'} on {survivor}, "
     "through the quorum guard",
     f"5. --etcd-servers={','.join(wanted_servers)} on {', '.join(survivor_cps)} (kubelet restarts the static pod)",
@@ -376,7 +380,7 @@ if proceed:
 
 # %%
 # papermill_description=Kubeconfig at a survivor
-live_server = f"https://{address[live_cp]}:6443"
+live_server = f"https://{api_at[live_cp]}:6443"
 if proceed:
     with steps.step("kubeconfig at a survivor") as s:
         text = p.kubeconfig.read_text()
@@ -420,13 +424,38 @@ elif proceed:
 if proceed:
     with steps.step("cluster-info") as s:
         current_info = kube.cluster_info_server(api, timeout=p.timeout_s)
-        live_cp_servers = {f"https://{address[c]}:6443" for c in survivor_cps}
+        live_cp_servers = {f"https://{api_at[c]}:6443" for c in survivor_cps}
         if current_info in live_cp_servers:
             s.detail = f"already {current_info}"
         else:
             change = kube.set_cluster_info_server(api, live_server, timeout=p.timeout_s)
             s.detail = f"{change.old} -> {change.new}"
     print(s.detail)
+
+# %% [markdown]
+# ## 3b. admin.conf on the surviving control planes
+# From v2.23 Kubespray writes the first control plane's address into every control plane's
+# /etc/kubernetes/admin.conf (before: 127.0.0.1), and its playbooks run kubectl with that file on the
+# first control plane. When the dead node was the first control plane, every such kubectl call waits out
+# a connect timeout: on the lab's v2.31 stand-in, upgrade-cluster.yml took 403 s instead of about 100 s.
+# Each survivor's admin.conf is pointed at its own API server (127.0.0.1 is in every API server
+# certificate); Kubespray rewrites it for the new first control plane in step 7. Only the server line
+# changes: the file holds a client key and is never shown.
+
+# %%
+# papermill_description=admin.conf on survivors
+dead_servers = [f"https://{a}:6443" for a in dict.fromkeys(
+    (dead_ip, inv.host(p.dead_node).access_ip, inv.host(p.dead_node).ansible_host)) if a
+] if p.dead_node in inv.hosts else []
+if proceed and not resumed:
+    with steps.step("admin.conf on survivors") as s:
+        moved = [kubeconfig_lib.repoint_remote(conns[c], "https://127.0.0.1:6443", away_from=dead_servers,
+                                               sudo=sudo, timeout=p.timeout_s) for c in survivor_cps]
+        s.detail = "; ".join(f"{m.host}: {', '.join(m.old)} -> {', '.join(m.new)}" for m in moved if m.changed) or (
+            f"none names {p.dead_node}")
+    print(s.detail)
+elif proceed:
+    steps.skip("admin.conf on survivors", "resumed: done by an earlier run")
 
 # %% [markdown]
 # ## 4. Remove the dead etcd member
@@ -553,6 +582,16 @@ if proceed:
 # "member count is unequal" for good. Adding the member first, with the ETCD_NAME Kubespray will
 # write (the inventory's `etcd_member_name`), avoids it. **Safety condition:** an added member counts in
 # the quorum until it starts: with two healthy members of three, etcd keeps quorum.
+#
+# Observed on the lab with the v2.19 stand-in and the source article's pair of addresses (node1
+# 10.213.7.5, node2 10.213.7.53, as its 185.186.142.5 and .53), node1 reinstalled with its old IP:
+# - Kubespray alone (`cluster.yml --limit=etcd,kube_control_plane`, node1 appended last): the task
+#   "Configure | Check if member is in etcd cluster" is ok for node1 (`grep 10.213.7.5` matched .53's
+#   line), "Join Member | Add member to etcd cluster" never runs, and etcd on node1 logs "member count is
+#   unequal" and keeps failing (tests/lab/test_kubespray_eras.py).
+# - This runbook: the plan names the hazard, the member is added here first, and the same re-add ends
+#   with three healthy members, also when the run is killed inside cluster.yml and run again
+#   (tests/lab/test_runbook_replace.py).
 
 # %%
 # papermill_description=etcd member add
@@ -700,7 +739,8 @@ if proceed:
         want = {replace.client_url(ips[m]) for m in final.etcd_members}
         checks["etcd_servers"] = {c: sorted(controlplane.read_etcd_servers(vconns[c], sudo=sudo)) for c in cps}
         checks["cluster_info"] = kube.cluster_info_server(api, timeout=p.timeout_s)
-        cp_apis = {c: kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{ips[c]}:6443") for c in cps}
+        cp_apis = {c: kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{final.host(c).api_address}:6443")
+                   for c in cps}
 
         def serving() -> tuple[bool, str]:
             bad = [c for c in cps if not serves(cp_apis[c])]
@@ -720,7 +760,7 @@ if proceed:
                          what=f"every node's ingress to answer for {p.app_host}")
         checks["ingress"] = sorted(a.node for a in answers if a.ok)
         problems = [f"{c}: --etcd-servers {v}" for c, v in checks["etcd_servers"].items() if set(v) != want]
-        if checks["cluster_info"] not in {f"https://{ips[c]}:6443" for c in cps}:
+        if checks["cluster_info"] not in {f"https://{final.host(c).api_address}:6443" for c in cps}:
             problems.append(f"cluster-info points at {checks['cluster_info']}")
         if problems:
             raise RunbookError("verify failed: " + "; ".join(problems),

@@ -333,7 +333,7 @@ if proceed:
             pending = []
             for h in surviving_cps:
                 try:
-                    kube.nodes(kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[h]}:6443"),
+                    kube.nodes(kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{inv.host(h).api_address}:6443"),
                                timeout=min(10.0, p.timeout_s))
                 except RunbookError as exc:
                     pending.append(f"{h}: {str(exc).splitlines()[0]}")
@@ -379,7 +379,7 @@ def cluster_complete() -> tuple[bool, str]:
                        timeout=min(30.0, p.timeout_s))
     members = etcd.member_list(ctl)
     health = etcd.endpoint_health(ctl, cluster=True)
-    api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[surviving_cps[0]]}:6443")
+    api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{inv.host(surviving_cps[0]).api_address}:6443")
     ready = sorted(n.name for n in kube.nodes(api, timeout=min(10.0, p.timeout_s)) if n.is_ready)
     complete = (len([m for m in members if m.started]) == len(etcd_hosts) and sum(x.healthy for x in health)
                 == len(etcd_hosts) and ready == sorted(k8s_nodes))
@@ -431,7 +431,7 @@ if proceed:
             return ok, f"{len(members)} members, {sum(x.healthy for x in health)} healthy"
 
         runbook.wait_for(etcd_whole, timeout=p.ready_timeout_s, interval=2, what="every etcd member healthy")
-        api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[surviving_cps[0]]}:6443")
+        api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{inv.host(surviving_cps[0]).api_address}:6443")
         deployment = kube.api.get(api, f"/apis/apps/v1/namespaces/{p.app_namespace}/deployments/{p.app_name}",
                                   timeout=min(10.0, p.timeout_s))
         if deployment is None:

@@ -172,7 +172,7 @@ api_node = next((n for n in inv.members("kube_control_plane") if n != fault_node
 if api_node is None:
     raise PreconditionFailed("no control plane other than the fault node: the drill could not watch the API",
                              fix="fault another node")
-api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{address[api_node]}:6443")
+api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{inv.host(api_node).api_address}:6443")
 print(f"fault node: {fault_node}" + ("" if p.fault_node else " (chosen)") + f"; app pods on {', '.join(app_nodes) or 'no node yet'}; "
       f"controller-manager leader: {leader or 'unknown'}")
 if fault_node == leader:

@@ -84,6 +84,17 @@ class Host:
         """Where Ansible connects to the host over SSH (see :func:`ssh_address`)."""
         return ssh_address(self.name, self.vars)
 
+    @property
+    def api_address(self) -> str:
+        """Where its services (the API server on 6443) are reached: Kubespray's main_access_ip.
+
+        ``access_ip``, else ``ip``, else the SSH address: the first two are in
+        every API server certificate Kubespray issues, the SSH address only
+        when it is also the machine's default IPv4 address or listed in
+        ``supplementary_addresses_in_ssl_keys``.
+        """
+        return self.access_ip or self.ip or self.address
+
 
 @dataclass(frozen=True)
 class Group:

@@ -352,3 +352,14 @@ def test_failing_local_command_and_group_errors_are_redacted(tmp_path: Path) -> 
     with pytest.raises(errors.CommandFailed) as timeout_info:
         ssh.run(ssh.LocalConnection(), ["sh", "-c", 'cat "$1" >&2; sleep 5', "sh", str(leaky)], timeout=1)
     _assert_no_secret(_shown(timeout_info.value))
+
+
+@pytest.mark.parametrize(("hostvars", "expected"), [
+    ({"ansible_host": "203.0.113.5", "ip": "10.1.0.1", "access_ip": "10.2.0.1"}, "10.2.0.1"),
+    ({"ansible_host": "203.0.113.5", "ip": "10.1.0.1"}, "10.1.0.1"),
+    ({"ansible_host": "203.0.113.5"}, "203.0.113.5"),
+    ({}, "node1"),
+])
+def test_the_api_address_is_kubesprays_access_address_not_the_ssh_one(hostvars: dict, expected: str) -> None:
+    # access_ip and ip are in every API server certificate; the SSH address is not.
+    assert inventory.Host("node1", hostvars).api_address == expected
