@@ -1,11 +1,15 @@
 """The replace-control-plane runbook against the lab, through ``runbooks run``.
 
-On the session's installed cluster with node1 (the first control plane and the
-first etcd member) hard powered off:
-- a new machine (node5): the run is killed just after the etcd member remove,
-  re-run, and converges;
-- the same IP (node1 reinstalled, its new key pinned as the operator would): the
-  run is killed during cluster.yml, re-run, and converges;
+With node1 (the first control plane and the first etcd member) hard powered off:
+- a new machine (node5), on a cluster the install runbook installed with the
+  v2.31 stand-in's checkout on fresh disks: the run is killed just after the
+  etcd member remove, re-run, and converges;
+- the same IP (node1 reinstalled, its new key pinned as the operator would), on
+  a cluster installed by the install runbook on the source article's pair of
+  addresses (node1 .5, node2 .53) with the v2.19 checkout, where Kubespray's
+  membership grep takes .5 for .53: the run is killed during cluster.yml,
+  re-run, and converges (without the `member add` first, the same re-add ends in
+  "member count is unequal": tests/lab/test_kubespray_eras.py);
 - a dry run changes nothing, and every refusal changes nothing.
 
 This replaces the stand-in's playbook-level replace tests: the same path
@@ -29,7 +33,7 @@ import pytest
 
 from runbooks_lib import runner
 from runbooks_lib.lab import cluster
-from tests.lab.cluster_fixtures import LabCluster, replace_params
+from tests.lab.cluster_fixtures import LabCluster, install_params, replace_params, run_install
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -112,12 +116,43 @@ def _assert_replaced(c: LabCluster, result: runner.RunResult, new: str) -> dict:
     return summary
 
 
-@pytest.mark.timeout(1500)
-def test_new_machine_killed_after_member_remove_then_rerun_converges(restored_cluster: LabCluster,
-                                                                      tmp_path: Path) -> None:
-    c = restored_cluster
+def _installed_afresh(c: LabCluster, workdir: Path, era: str, addresses: dict[str, str] | None = None) -> LabCluster:
+    """node1..node4 reinstalled, then the install runbook with ``era``'s checkout (node5 stays spare).
+
+    With ``addresses`` (cluster.article_addresses), the machines get them as extra addresses and
+    the inventory uses them as ip/access_ip (SSH stays on the lab's), as ``runbooks lab cluster
+    --article-addresses`` writes it; the install runbook takes that inventory as it is.
+    """
+    for name in ("node1", "node2", "node3", "node4"):
+        c.lab.reimage(name)
+    cluster.close_ssh_masters()
+    inventory_dir = workdir / f"installed-{era}"
+    checkout = str(cluster.kubespray_dir(era))
+    if addresses:
+        cluster.add_addresses(c.lab, addresses)
+        cluster.write_inventory(inventory_dir, c.description, addresses=addresses)
+        layout: dict[str, object] = {"hosts": {}, "control_planes": [], "etcd_members": [], "workers": []}
+    else:
+        inventory_dir.mkdir(parents=True)
+        layout = {}
+    params = install_params(inventory_dir / "install.yaml", inventory_dir, c.description, kubespray_dir=checkout,
+                            **layout)
+    result = run_install(params, workdir / "install-runs", dry_run=False, confirm="lab")
+    assert result.exit_code == 0, result.line()
+    machines = [{**m, "ip": (addresses or {}).get(m["name"], m["ip"])} for m in c.description["machines"]]
+    return LabCluster(c.lab, inventory_dir, {**c.description, "machines": machines})
+
+
+@pytest.mark.timeout(2100)
+def test_new_machine_on_a_v2_31_cluster_killed_after_member_remove_then_rerun_converges(
+        restored_cluster: LabCluster, tmp_path: Path) -> None:
+    c = _installed_afresh(restored_cluster, tmp_path, "v2.31")
+    # v2.31 points admin.conf on every control plane at the first control plane (v2.19: 127.0.0.1).
+    for node in ("node1", "node2"):
+        conf = c.lab.ssh(node, ["grep", "server:", "/etc/kubernetes/admin.conf"]).stdout
+        assert f"server: https://{c.ip('node1')}:6443" in conf, (node, conf)
     c.lab.poweroff("node1", mode="hard")
-    params = replace_params(c, tmp_path / "replace.yaml")
+    params = replace_params(c, tmp_path / "replace.yaml", kubespray_dir=str(cluster.kubespray_dir("v2.31")))
     runs = tmp_path / "runs"
     proc = _start_cli(params, runs)
     try:
@@ -132,16 +167,20 @@ def test_new_machine_killed_after_member_remove_then_rerun_converges(restored_cl
     assert steps["etcd member remove"]["detail"] == "already removed"
     assert steps["etcd member add"]["status"] == "skipped"  # 10.x.y.15 is nobody's substring here
     assert "node1" not in c.inventory()["all"]["hosts"]
+    assert "2.31" in summary["kubespray"]["version"], summary["kubespray"]
 
 
-@pytest.mark.timeout(1500)
-def test_same_ip_killed_during_cluster_yml_then_rerun_converges(restored_cluster: LabCluster, tmp_path: Path) -> None:
-    c = restored_cluster
-    c.lab.poweroff("node1", mode="hard")
-    c.lab.reimage("node1")  # a fresh disk and a new host key, pinned in the lab's known_hosts (the operator's step)
-    c.lab.poweron("node1")
+@pytest.mark.timeout(2100)
+def test_same_ip_on_the_articles_addresses_killed_during_cluster_yml_then_rerun_converges(
+        restored_cluster: LabCluster, tmp_path: Path) -> None:
+    a = _installed_afresh(restored_cluster, tmp_path, "v2.19", cluster.article_addresses())
+    assert a.ip("node2").startswith(a.ip("node1"))  # .5 is a prefix of .53
+    a.lab.poweroff("node1", mode="hard")
+    a.lab.reimage("node1")  # a fresh disk and a new host key, pinned in the lab's known_hosts (the operator's step)
+    a.lab.poweron("node1")
+    cluster.add_addresses(a.lab, {"node1": a.ip("node1")})  # the provider gives the reinstalled VPS its address
     cluster.close_ssh_masters()
-    params = replace_params(c, tmp_path / "replace.yaml", replacement="node1")
+    params = replace_params(a, tmp_path / "replace.yaml", replacement="node1", replacement_ip=a.ip("node1"))
     runs = tmp_path / "runs"
     proc = _start_cli(params, runs)
     try:
@@ -154,12 +193,16 @@ def test_same_ip_killed_during_cluster_yml_then_rerun_converges(restored_cluster
     finally:
         _kill(proc)
     result = run_replace(params, runs, dry_run=False, confirm="lab")
-    summary = _assert_replaced(c, result, "node1")
+    summary = _assert_replaced(a, result, "node1")
     assert summary["same_ip"] is True and summary["resumed"] is True
-    assert summary["member_add_first"]["needed"] is True
+    # The hazard named in plain words: v2.19's grep finds the old .5 inside .53.
+    add_first = summary["member_add_first"]
+    assert add_first["needed"] is True and a.ip("node2") in add_first["reason"], add_first
     steps = {s["name"]: s for s in summary["steps"]}
     assert steps["drain and delete node"]["status"] == "skipped"
     assert steps["etcd member add"]["detail"].startswith("already a member")
+    journal = a.lab.ssh("node1", ["journalctl", "-u", "etcd", "--no-pager"]).stdout
+    assert "member count is unequal" not in journal
 
 
 def _error_text(result: runner.RunResult) -> str:
