@@ -139,6 +139,8 @@ if not resumed and not set(inv.groups_of(p.dead_node)) & set(replace.GROUPS):
     raise PreconditionFailed(f"{p.dead_node} is neither a control plane nor an etcd member; nothing was changed",
                              fix="remove a dead worker with the remove-node procedure instead")
 new_ip = dead_ip if same_ip else p.replacement_ip
+# SSH goes where Ansible goes: a reinstalled host keeps its inventory ansible_host (which may differ from its ip).
+new_ssh = (inv.host(p.dead_node).ansible_host or new_ip) if same_ip and p.dead_node in inv.hosts else new_ip
 owner = next((h.name for h in inv.hosts.values() if new_ip in (h.ip, h.ansible_host) and h.name != p.replacement
               and (h.name != p.dead_node or not same_ip)), None)
 if owner:
@@ -156,10 +158,10 @@ if not etcd_name:
     raise PreconditionFailed(f"{p.dead_node} has no etcd_member_name in the inventory; nothing was changed",
                              fix="set etcd_member_name of every etcd host explicitly (the default follows the position "
                                  "in the group, which this procedure changes)")
-if not knownhosts.pinned(p.known_hosts, new_ip):
-    raise PreconditionFailed(f"no host key is pinned for the replacement {p.replacement} ({new_ip}) in "
+if not knownhosts.pinned(p.known_hosts, new_ssh):
+    raise PreconditionFailed(f"no host key is pinned for the replacement {p.replacement} ({new_ssh}) in "
                              f"{p.known_hosts}; nothing was changed",
-                             fix=f"pin it: ssh-keyscan {new_ip} >> {p.known_hosts}, after comparing the fingerprint "
+                             fix=f"pin it: ssh-keyscan {new_ssh} >> {p.known_hosts}, after comparing the fingerprint "
                                  "with the provider's console")
 
 
@@ -180,16 +182,16 @@ address = {n: h.ansible_host or h.ip or n for n, h in inv.hosts.items() if n != 
 # The API servers are reached at Kubespray's access address (in their certificates), SSH at ansible_host.
 api_at = {n: h.api_address for n, h in inv.hosts.items() if n != p.dead_node}
 conns = {n: connect(n, a) for n, a in address.items()}
-new_conn = connect(p.replacement, new_ip)
+new_conn = connect(p.replacement, new_ssh)
 try:
     ssh.run(new_conn, ["true"], timeout=p.timeout_s)
 except HostKeyError as exc:
-    raise PreconditionFailed(f"the replacement {p.replacement} ({new_ip}) presents a host key that known_hosts does "
+    raise PreconditionFailed(f"the replacement {p.replacement} ({new_ssh}) presents a host key that known_hosts does "
                              f"not pin; nothing was changed", host=p.replacement,
-                             fix=f"pin its new key in {p.known_hosts} (ssh-keygen -R {new_ip}; ssh-keyscan {new_ip} "
+                             fix=f"pin its new key in {p.known_hosts} (ssh-keygen -R {new_ssh}; ssh-keyscan {new_ssh} "
                                  ">> known_hosts) after comparing the fingerprint with the provider's console") from exc
 except (HostUnreachable, CommandFailed) as exc:
-    raise PreconditionFailed(f"the replacement {p.replacement} ({new_ip}) does not answer SSH: "
+    raise PreconditionFailed(f"the replacement {p.replacement} ({new_ssh}) does not answer SSH: "
                              f"{str(exc).splitlines()[0]}; nothing was changed", host=p.replacement,
                              fix="boot it (reinstalled), check the address and the SSH key") from exc
 

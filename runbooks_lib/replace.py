@@ -61,17 +61,20 @@ def member_add_first(release: tuple[int, int] | None, new_ip: str, member_ips: S
     list into the node's /etc/etcd.env before it adds the member, and any
     skipped or failed add ends in "member count is unequal". Pure.
     """
+    matched = grep_matches(new_ip, member_ips)
+    old = release is None or release < GREP_FIXED
+    grep_hazard = ""
+    if matched and old:
+        version = "an unknown Kubespray version" if release is None else f"Kubespray v{release[0]}.{release[1]}"
+        grep_hazard = (f"{version} checks etcd membership with `grep {new_ip}` (no -w): it also matches "
+                       f"{', '.join(matched)}, so Kubespray would take the new node for a member and skip `member add`")
     if same_ip:
         return AddFirst(True, f"{new_ip} is re-added with the same IP: Kubespray writes the full member list into "
                               "its /etc/etcd.env before adding the member, and a skipped or failed add ends in etcd's "
-                              "\"member count is unequal\"; the member is added by hand first")
-    matched = grep_matches(new_ip, member_ips)
-    old = release is None or release < GREP_FIXED
-    if matched and old:
-        version = "an unknown Kubespray version" if release is None else f"Kubespray v{release[0]}.{release[1]}"
-        return AddFirst(True, f"{version} checks etcd membership with `grep {new_ip}` (no -w): it also matches "
-                              f"{', '.join(matched)}, so Kubespray would take the new node for a member, skip "
-                              "`member add`, and etcd would fail with \"member count is unequal\"; the member is "
+                              "\"member count is unequal\"" + (f"; besides, {grep_hazard}" if grep_hazard else "")
+                              + "; the member is added by hand first")
+    if grep_hazard:
+        return AddFirst(True, f"{grep_hazard}, and etcd would fail with \"member count is unequal\"; the member is "
                               "added by hand first")
     if matched:
         return AddFirst(False, f"{new_ip} is a substring of {', '.join(matched)}, but Kubespray "

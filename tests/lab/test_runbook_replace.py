@@ -87,7 +87,10 @@ def _start_cli(params: Path, runs: Path) -> subprocess.Popen:
 def _kill(proc: subprocess.Popen) -> None:
     """SIGKILL the run's process group and everything it started (the kernel, ansible-playbook, ssh)."""
     victims = _descendants(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended by itself (a refusal): the assertions after say why
+        pass
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -46,7 +46,12 @@ def test_the_article_pair_is_a_hazard_on_v219_only(v219: kubespray.Checkout, v23
 def test_same_ip_is_added_first_on_every_version(v219: kubespray.Checkout, v231: kubespray.Checkout) -> None:
     for checkout in (v219, v231):
         decision = replace.member_add_first(checkout.release, "10.0.0.1", ["10.0.0.2", "10.0.0.3"], same_ip=True)
-        assert decision.needed and "same IP" in decision.reason
+        assert decision.needed and "same IP" in decision.reason and "grep" not in decision.reason
+    # The article's same-IP re-add on v2.19: both hazards, named in plain words.
+    both = replace.member_add_first(v219.release, "185.186.142.5", ARTICLE_MEMBERS, same_ip=True)
+    assert both.needed and "same IP" in both.reason and "`grep 185.186.142.5`" in both.reason
+    assert "185.186.142.53" in both.reason
+    assert "grep" not in replace.member_add_first(v231.release, "185.186.142.5", ARTICLE_MEMBERS, same_ip=True).reason
 
 
 def test_no_substring_no_workaround_and_unknown_versions_count_as_old() -> None:
