@@ -247,9 +247,9 @@ def member_remove(
     e.g. to remove a member of a cluster being restored. Raises
     PreconditionFailed if no member or several match, CommandFailed if etcd
     refuses (its "unhealthy cluster" refusal, survivors connected for less
-    than 5 s, is retried for ``retry_for`` seconds). Returns the removed member. Rollback: :func:`member_add` with
-    its name and peer URL, then start it with a fresh data dir and
-    ETCD_INITIAL_CLUSTER_STATE=existing.
+    than 5 s, is retried for ``retry_for`` seconds). Returns the removed
+    member. Rollback: :func:`member_add` with its name and peer URL, then
+    start it with a fresh data dir and ETCD_INITIAL_CLUSTER_STATE=existing.
     """
     members = member_list(ctl)
     member = find_member(members, member_id=member_id, name=name, peer_url=peer_url)
