@@ -212,7 +212,8 @@ survivor = answering[0]
 ctl = etcd.Etcdctl(conns[survivor], member=survivor, sudo=sudo, timeout=p.timeout_s)
 try:
     members = etcd.member_list(ctl)
-    health = etcd.endpoint_health(ctl, cluster=True, timeout=p.timeout_s)
+    # Bounded: right after a member dies the others fail health checks until they elect a new leader.
+    health = etcd.endpoint_health_settled(ctl, needed=etcd.quorum(len(members)), timeout=p.timeout_s)
 except RunbookError as exc:
     raise PreconditionFailed(f"etcd on {survivor} does not answer (lost quorum?): {str(exc).splitlines()[0]}; nothing "
                              "was changed",

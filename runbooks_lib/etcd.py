@@ -372,6 +372,30 @@ def endpoint_health(
         raise ssh.failure(result, fix="check that at least one endpoint answers (etcd running, certificates)") from None
 
 
+def endpoint_health_settled(
+    ctl: Etcdctl, *, needed: int, within: float = 30.0, interval: float = 3.0, timeout: float | None = None,
+) -> list[EndpointHealth]:
+    """Probe: ``endpoint health --cluster``, asked again for up to ``within`` s while fewer than ``needed`` are healthy.
+
+    Right after a member dies (the leader above all), the others answer
+    "context deadline exceeded" until they have elected a new leader, a few
+    election timeouts later: one look would report a lost quorum that is not.
+    Returns the last answer (the caller judges it); no side effects.
+    """
+    outcome: list[list[EndpointHealth]] = []
+
+    def enough() -> tuple[bool, str]:
+        outcome[:] = [endpoint_health(ctl, cluster=True, timeout=timeout)]
+        healthy = sum(h.healthy for h in outcome[0])
+        return healthy >= needed, f"{healthy} healthy, {needed} needed"
+
+    try:
+        wait_for(enough, timeout=within, interval=interval, what="etcd members to answer health checks")
+    except WaitTimedOut:
+        pass  # the last answer is returned: the caller refuses with what it shows
+    return outcome[0]
+
+
 @dataclass(frozen=True)
 class EndpointStatus:
     """One member's ``endpoint status``: its leader view, revision, raft term, db size, version."""

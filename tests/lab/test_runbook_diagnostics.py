@@ -151,6 +151,9 @@ def test_powered_off_etcd_member_fails_the_run_and_is_named(healthy: Diagnosed) 
     lab = diagnosed.cluster.lab
     lab.poweroff("node3")
     try:
+        # When node3 led, node1 and node2 fail health checks until they elect a leader: wait that out (bounded).
+        with _conn(diagnosed.cluster, "node1") as conn:
+            etcd.endpoint_health_settled(etcd.Etcdctl(conn, member="node1"), needed=2, within=90)
         proc, summary = _run(diagnosed)
     finally:
         lab.poweron("node3")

@@ -302,3 +302,21 @@ def test_endpoint_health_json_of_3_5_parses_as_3_4s() -> None:
     assert [(h.endpoint, h.healthy, h.error) for h in health] == [
         ("http://127.0.0.1:23791", True, ""), ("http://127.0.0.1:23799", False, "context deadline exceeded")]
     assert "Error: unhealthy cluster" in data("endpoint_health_one_down.3.5.stderr")
+
+
+def test_endpoint_health_settled_asks_again_during_an_election_then_returns_the_last_answer() -> None:
+    electing = json.dumps([{"endpoint": "https://10.0.0.1:2379", "health": False, "error": "context deadline exceeded"},
+                           {"endpoint": "https://10.0.0.2:2379", "health": False, "error": "context deadline exceeded"}])
+    elected = json.dumps([{"endpoint": "https://10.0.0.1:2379", "health": True},
+                          {"endpoint": "https://10.0.0.2:2379", "health": True}])
+    conn = testing.MockConnection("node1")
+    ctl = ctl_for(conn)
+    conn.expect(ctl.argv("endpoint", "health", "-w", "json", "--cluster"), [electing, electing, elected])
+    health = etcd.endpoint_health_settled(ctl, needed=2, within=10, interval=0.05)
+    assert [h.healthy for h in health] == [True, True] and len(conn.calls) == 3
+
+    conn = testing.MockConnection("node1")
+    ctl = ctl_for(conn)
+    conn.expect(ctl.argv("endpoint", "health", "-w", "json", "--cluster"), [electing] * 100)
+    health = etcd.endpoint_health_settled(ctl, needed=2, within=0.3, interval=0.05)
+    assert not any(h.healthy for h in health)  # the last answer, for the caller to refuse with
