@@ -17,8 +17,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from runbooks_lib import ssh
 from runbooks_lib.errors import BadParameters, CommandFailed, PreconditionFailed, WaitTimedOut
@@ -36,6 +37,8 @@ from runbooks_lib.etcd_snapshot import (  # noqa: F401
     snapshot_status,
 )
 from runbooks_lib.waits import wait_for
+
+T = TypeVar("T")
 
 CERT_DIR = "/etc/ssl/etcd/ssl"
 LOCAL_ENDPOINT = "https://127.0.0.1:2379"
@@ -274,19 +277,10 @@ def _reconfigure(ctl: Etcdctl, args: list[str], *, retry_for: float, what: str) 
     connected for 5 s (strict reconfig check), e.g. right after a member
     restarts or another change. Raises CommandFailed with etcd's last words.
     """
-    attempt: list[ssh.Result] = []
-
-    def accepted() -> tuple[bool, str]:
-        attempt[:] = [ctl.run(*args, check=False)]
-        result = attempt[0]
-        return result.ok or "unhealthy cluster" not in result.stderr, result.tail("stderr", 1)
-
-    try:
-        wait_for(accepted, timeout=retry_for, interval=1.0, what=f"etcd to accept {what}")
-    except WaitTimedOut:
-        pass  # the last refusal is reported below, with etcd's own words
-    result = attempt[0]
-    if result.failed:
+    result = _last_answer(lambda: ctl.run(*args, check=False),
+                          lambda r: (r.ok or "unhealthy cluster" not in r.stderr, r.tail("stderr", 1)),
+                          within=retry_for, interval=1.0, what=f"etcd to accept {what}")
+    if result.failed:  # the last refusal, with etcd's own words
         raise ssh.failure(result, fix="check `endpoint health --cluster`: every started member must be healthy")
     return result
 
@@ -382,18 +376,32 @@ def endpoint_health_settled(
     election timeouts later: one look would report a lost quorum that is not.
     Returns the last answer (the caller judges it); no side effects.
     """
-    outcome: list[list[EndpointHealth]] = []
-
-    def enough() -> tuple[bool, str]:
-        outcome[:] = [endpoint_health(ctl, cluster=True, timeout=timeout)]
-        healthy = sum(h.healthy for h in outcome[0])
+    def enough(health: list[EndpointHealth]) -> tuple[bool, str]:
+        healthy = sum(h.healthy for h in health)
         return healthy >= needed, f"{healthy} healthy, {needed} needed"
 
+    return _last_answer(lambda: endpoint_health(ctl, cluster=True, timeout=timeout), enough,
+                        within=within, interval=interval, what="etcd members to answer health checks")
+
+
+def _last_answer(ask: Callable[[], T], done: Callable[[T], tuple[bool, str]], *, within: float, interval: float,
+                 what: str) -> T:
+    """Call ``ask`` until ``done(answer)`` holds or ``within`` seconds pass; return the last answer.
+
+    For probes whose caller judges the final answer itself: a timeout is not
+    an error here (no WaitTimedOut). Side effects are those of ``ask``.
+    """
+    last: list[T] = []
+
+    def check() -> tuple[bool, str]:
+        last[:] = [ask()]
+        return done(last[0])
+
     try:
-        wait_for(enough, timeout=within, interval=interval, what="etcd members to answer health checks")
+        wait_for(check, timeout=within, interval=interval, what=what)
     except WaitTimedOut:
-        pass  # the last answer is returned: the caller refuses with what it shows
-    return outcome[0]
+        pass
+    return last[0]
 
 
 @dataclass(frozen=True)
