@@ -153,7 +153,8 @@ print(f"snapshot {snapshot_path}: taken {manifest.time} on {manifest.member} ({a
 # **While a majority of members is healthy a real run is refused**: replacing the lost members keeps
 # every change, a restore loses those since the snapshot. A dry run shows the refusal and the plan
 # without failing. A marker of this same snapshot on a survivor means an earlier run got that far: the run
-# resumes.
+# resumes with the members that run restored (its marker's initial cluster); a host Kubespray has joined
+# since is never restored again (that would split the cluster), only handed to Kubespray once more.
 
 # %%
 # papermill_description=Preflight: quorum
@@ -170,8 +171,9 @@ decision = etcd_restore.decide(etcd_hosts, control_plane_hosts, states, manifest
 display(pd.DataFrame([{"etcd host": h, "address": address[h], "reachable": s.reachable, "etcd installed": s.installed,
                        "healthy": s.healthy, "version": s.version, "member name": s.name,
                        "restored from": (s.marker or {}).get("snapshot", ""),
-                       "role": "survivor" if h in decision.survivors else "reinstalled" if h in decision.rebuilt
-                       else "unreachable"} for h, s in states.items()]))
+                       "role": "survivor" if h in decision.survivors else "unreachable" if not s.reachable
+                       else "joined since (left to Kubespray)" if s.installed else "reinstalled"}
+                      for h, s in states.items()]))
 print(f"healthy {decision.healthy} of {len(etcd_hosts)}, quorum {decision.quorum}"
       + ("; resuming a restore of this snapshot" if decision.resuming else ""))
 if decision.refuse and not p.dry_run:
@@ -187,7 +189,7 @@ elif decision.refuse:
 # NBVAL_CHECK_OUTPUT
 checkout = kubespray.detect(p.kubespray_dir)
 versions = {h: states[h].version for h in decision.survivors}
-new_cluster = etcd_restore.initial_cluster(states, decision.survivors)
+new_cluster = decision.restored_cluster or etcd_restore.initial_cluster(states, decision.survivors)
 token = etcd_restore.new_token(manifest.sha256)
 cluster_cmd = kubespray.command(checkout, "cluster", inventory=p.inventory, known_hosts=p.known_hosts,
                                 ansible_playbook=p.ansible_playbook, limit="etcd,kube_control_plane",

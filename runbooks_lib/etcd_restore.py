@@ -342,31 +342,43 @@ class RestoreDecision:
     refuse: str  # "" to go ahead
     fix: str
     survivors: tuple[str, ...]  # restored from the snapshot, in the etcd group's order
-    rebuilt: tuple[str, ...]  # reinstalled machines: joined by Kubespray afterwards
+    rebuilt: tuple[str, ...]  # every other reachable etcd host: joined by Kubespray afterwards
     resuming: bool  # a marker of this snapshot is on a survivor: an earlier run got that far
     healthy: int
     quorum: int
+    restored_cluster: str = ""  # when resuming: the initial cluster that earlier run restored
 
 
 def decide(etcd_hosts: Sequence[str], control_planes: Sequence[str], states: Mapping[str, MemberState],
            sha256: str) -> RestoreDecision:
     """Is this a lost quorum that a restore must fix, and which hosts are survivors? Pure.
 
+    Survivors are the hosts with etcd installed; when resuming (a marker of
+    this snapshot on a host), only the members that earlier run restored
+    (its marker's initial cluster): a host Kubespray has joined since has
+    etcd installed too, and restoring it again would split the cluster.
     Refused: a majority of the etcd group healthy (unless resuming a restore
     of this same snapshot), an unreachable etcd host (never put one in a
-    play), no survivor, or a rebuilt host first in ``etcd`` or
+    play), no survivor, or a reinstalled host first in ``etcd`` or
     ``kube_control_plane`` (Kubespray mints a new CA / runs kubeadm init on
     the first one).
     """
     n, q = len(etcd_hosts), len(etcd_hosts) // 2 + 1
     healthy = sum(1 for h in etcd_hosts if states[h].healthy)
-    survivors = tuple(h for h in etcd_hosts if states[h].installed)
-    rebuilt = tuple(h for h in etcd_hosts if states[h].reachable and not states[h].installed)
-    resuming = any((states[h].marker or {}).get("sha256") == sha256 for h in survivors)
+    marked = [h for h in etcd_hosts if (states[h].marker or {}).get("sha256") == sha256]
+    resuming = bool(marked)
+    restored_cluster = (states[marked[0]].marker or {}).get("initial_cluster", "") if marked else ""
+    restored_names = {entry.split("=", 1)[0] for entry in restored_cluster.split(",") if entry}
+    if resuming:
+        survivors = tuple(h for h in etcd_hosts if states[h].installed
+                          and (states[h].name in restored_names or (not restored_names and h in marked)))
+    else:
+        survivors = tuple(h for h in etcd_hosts if states[h].installed)
+    rebuilt = tuple(h for h in etcd_hosts if states[h].reachable and h not in survivors)
     unreachable = [h for h in etcd_hosts if not states[h].reachable]
 
     def out(refuse: str, fix: str) -> RestoreDecision:
-        return RestoreDecision(refuse, fix, survivors, rebuilt, resuming, healthy, q)
+        return RestoreDecision(refuse, fix, survivors, rebuilt, resuming, healthy, q, restored_cluster)
 
     if healthy >= q and not resuming:
         return out(f"etcd still has quorum: {healthy} of {n} members healthy ({q} needed); a restore would throw "
@@ -382,7 +394,7 @@ def decide(etcd_hosts: Sequence[str], control_planes: Sequence[str], states: Map
                    "this runbook restores onto at least one surviving member; with every member reinstalled, "
                    "reinstall the cluster and restore by hand")
     for group, hosts in (("etcd", etcd_hosts), ("kube_control_plane", control_planes)):
-        if hosts and hosts[0] in rebuilt:
+        if hosts and hosts[0] in rebuilt and not states[hosts[0]].installed:
             return out(f"{hosts[0]}, first in {group}, is a reinstalled machine; Kubespray treats the first host "
                        "as the source of the etcd CA and of the control plane",
                        f"put a surviving host ({', '.join(survivors)}) first in {group} in the inventory")

@@ -1,8 +1,9 @@
 """The restore-cluster runbook on the lab: two of three etcd machines reinstalled, quorum lost.
 
 A ConfigMap is created, a snapshot taken (etcd-snapshot runbook), a second ConfigMap created, then node2
-and node3 (etcd members; node2 a control plane, node3 a worker) get fresh disks. A first restore run is
-killed (its whole process tree) once the survivor's data is restored; the second run resumes and must
+and node3 (etcd members; node2 a control plane, node3 a worker) get fresh disks. The replace runbook
+refuses (quorum is lost). A first restore run is killed (its whole process tree) inside Kubespray, once
+node2 has joined the restored cluster; the second run resumes and must
 return 3 healthy etcd members, every node Ready and the app answering, with the first ConfigMap and
 without the second: every change after the snapshot is lost, as the runbook says.
 """
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.etcd_restore import MARKER
-from tests.lab.cluster_fixtures import LabCluster
+from runbooks_lib.lab import cluster
+from tests.lab.cluster_fixtures import LabCluster, replace_params
 from tests.lab.test_runbook_snapshot import restore_params, run, summary, target_params
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -56,7 +58,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
-@pytest.mark.timeout(1500)  # a snapshot run, a killed restore run and a full one (cluster.yml --limit)
+@pytest.mark.timeout(1800)  # a snapshot run, a refused replace, a killed restore run and a full one
 def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabCluster, tmp_path: Path) -> None:
     c = restored_cluster
     backups, runs = tmp_path / "backups", tmp_path / "runs"
@@ -68,7 +70,16 @@ def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabClu
         c.lab.reimage(node)
     params = restore_params(c, tmp_path / "restore.yaml", backups)
 
-    # First run: killed once the survivor's data dir has been restored (before etcd is started).
+    # Quorum is lost: the replace runbook refuses (and names this one), changing nothing.
+    cluster.close_ssh_masters()
+    refused = run("replace-control-plane", replace_params(c, tmp_path / "replace.yaml", dead_node="node2",
+                                                           replacement="node2"), runs, dry_run=False, confirm="lab")
+    assert refused.exit_code == 2 and "members healthy, quorum 2" in refused.message, refused.line()
+    assert "restore-cluster" in Path(refused.output).read_text()
+    assert c.lab.ssh("node2", ["test", "-e", "/etc/etcd.env"], check=False).exited != 0
+
+    # First run: killed inside Kubespray, once node2 has joined the restored cluster: a re-run must not
+    # take node2 (etcd installed now, no marker) for a survivor and restore it again.
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "runbooks_lib.cli", "run", "restore-cluster", "-f", str(params), "-p", "dry_run",
@@ -76,11 +87,12 @@ def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabClu
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while c.lab.ssh("node1", ["test", "-f", MARKER], check=False).exited != 0:
+        deadline = time.monotonic() + 900
+        while (c.lab.ssh("node1", ["test", "-f", MARKER], check=False).exited != 0
+               or c.lab.ssh("node2", ["systemctl", "is-active", "--quiet", "etcd"], check=False).exited != 0):
             assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "the restore never reached the marker"
-            time.sleep(0.5)
+            assert time.monotonic() < deadline, "the restore never got node2's etcd started"
+            time.sleep(1)
     finally:
         _kill_tree(proc)
     assert proc.returncode != 0
@@ -102,4 +114,7 @@ def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabClu
     # The survivor's old data directory is kept aside, never deleted.
     marker = json.loads(c.lab.ssh("node1", ["cat", MARKER]).stdout)
     assert c.lab.ssh("node1", ["test", "-d", f"{marker['kept_aside']}/member"], check=False).exited == 0
+    # node2, joined by the killed run's Kubespray, was not restored a second time.
+    kept = c.lab.ssh("node2", ["sh", "-c", "ls -d /var/lib/etcd.before-restore-* 2>/dev/null"], check=False)
+    assert kept.stdout.strip() == "", kept.stdout
     print(f"restore end to end (interrupted run + re-run): {elapsed:.0f} s")

@@ -87,8 +87,13 @@ def test_drill_with_etcdctl_34(backup: tuple[Path, etcd_snapshot.Manifest]) -> N
         p.stat().st_mtime < time.time() - 3600 for p in Path("/tmp").glob("etcd-drill-*"))
 
 
-def test_drill_with_etcdutl_35_finds_missing_node(backup: tuple[Path, etcd_snapshot.Manifest]) -> None:
+def test_drill_with_etcdutl_35_passes_and_finds_a_missing_node(backup: tuple[Path, etcd_snapshot.Manifest]) -> None:
     directory, manifest = backup
+    passed = etcd_restore.drill(directory, manifest, known_keys=KNOWN, nodes=("node1", "node2"),
+                                bin_dir=_distro_bin())
+    assert passed.ok, passed.message
+    assert (passed.tool, passed.etcd_version, passed.keys, passed.revision) == ("etcdutl", "3.5.1", 5,
+                                                                                manifest.revision)
     result = etcd_restore.drill(directory, manifest, known_keys=KNOWN, nodes=("node1", "node9"),
                                 bin_dir=_distro_bin())
     assert (result.tool, result.etcd_version) == ("etcdutl", "3.5.1")

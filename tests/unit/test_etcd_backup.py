@@ -123,6 +123,28 @@ def test_decide_resumes_its_own_restore_even_when_healthy() -> None:
     assert etcd_restore.decide(ETCD_HOSTS, ["node1"], states, "ef" * 32).refuse  # another snapshot: refused
 
 
+def test_decide_resuming_never_restores_a_member_kubespray_joined_since() -> None:
+    """Killed during Kubespray: node2 joined the restored cluster (etcd installed, no marker). A re-run must
+    leave it alone, restore nothing again, and hand node2 and node3 to Kubespray."""
+    sha = "cd" * 32
+    mark = {"sha256": sha, "initial_cluster": "etcd1=https://10.0.0.1:2380"}
+    states = {"node1": _state("node1", healthy=True, marker=mark), "node2": _state("node2", healthy=True),
+              "node3": _state("node3", installed=False)}
+    d = etcd_restore.decide(ETCD_HOSTS, ["node1", "node2"], states, sha)
+    assert (d.refuse, d.survivors, d.rebuilt, d.resuming) == ("", ("node1",), ("node2", "node3"), True)
+    assert d.restored_cluster == "etcd1=https://10.0.0.1:2380"
+    # Finished and healthy: the same snapshot again restores nothing (every survivor is marked).
+    states["node3"] = _state("node3", healthy=True)
+    d = etcd_restore.decide(ETCD_HOSTS, ["node1", "node2"], states, sha)
+    assert (d.refuse, d.survivors, d.rebuilt) == ("", ("node1",), ("node2", "node3"))
+    # Two survivors, killed after the first one's restore: the second is still to restore.
+    mark2 = {"sha256": sha, "initial_cluster": "etcd1=https://10.0.0.1:2380,etcd2=https://10.0.0.2:2380"}
+    states = {"node1": _state("node1", marker=mark2), "node2": _state("node2"),
+              "node3": _state("node3", installed=False)}
+    d = etcd_restore.decide(ETCD_HOSTS, ["node1", "node2"], states, sha)
+    assert (d.survivors, d.rebuilt) == (("node1", "node2"), ("node3",))
+
+
 @pytest.mark.parametrize("states, words", [
     ({"node1": _state("node1"), "node2": _state("node2", reachable=False), "node3": _state("node3")},
      "do not answer SSH"),
