@@ -48,6 +48,7 @@
 # ("refused") means a parameter or a preflight check was wrong and nothing was changed.
 
 # %%
+import dataclasses
 import os
 import socket
 import time
@@ -61,7 +62,7 @@ from IPython.display import Image, display
 from runbooks_lib import analysis, failover, faults, ingress, kube, plots, runbook, runner, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib import probe as prb
-from runbooks_lib.errors import PreconditionFailed, RunbookError
+from runbooks_lib.errors import PreconditionFailed, RunbookError, WaitTimedOut
 from runbooks_lib.frontdoors.haproxy import HaproxyFrontDoor
 from runbooks_lib.frontdoors.keepalived import CONF as KEEPALIVED_CONF
 from runbooks_lib.frontdoors.keepalived import KeepalivedVip, VrrpNode
@@ -409,7 +410,8 @@ def probe_and_fault() -> str:
                                     dns_port=p.dns_port, drain=p.naive_connect_timeout_s + p.read_timeout_s + 1,
                                     progress=False), events, isolated=True)
     try:
-        time.sleep(max(0.0, run.t0 + p.before_s - time.monotonic()))
+        # Half a request interval after before_s: no request is sent at the very instant of the fault.
+        time.sleep(max(0.0, run.t0 + p.before_s + 0.5 / p.rate - time.monotonic()))
         events.add("fault", f"{fault_node} {p.fault_mode}", source=injector.kind)
         fault_state["at"] = datetime.now(timezone.utc).isoformat()
         injector.inject(fault_node, address[fault_node], p.fault_mode)
@@ -417,9 +419,7 @@ def probe_and_fault() -> str:
         events.add("fault done", f"{fault_node} {p.fault_mode}", source=injector.kind)
         result = run.wait()
     finally:
-        run.stop()
-        for w in watchers:
-            w.stop()
+        run.stop()  # the watchers go on until the node is back (HAProxy UP, Ready again); teardown stops them
     return f"{len(result.requests)} requests, {len(result.events)} events"
 
 
@@ -438,9 +438,22 @@ if proceed:
 def restore_node() -> str:
     if not fault_state["injected"]:
         return "nothing to restore"
+    global result
+    events.add("power back", f"{fault_node} {p.fault_mode}", source=injector.kind)
     injector.restore(fault_node, address[fault_node], p.fault_mode)
     fault_state["restored"] = True
     kube.wait_for_nodes(api, [fault_node], "Ready", timeout=p.ready_timeout_s)
+    if haproxy_door is not None:  # its checks need `rise` passes to mark the node UP again; not a failure if late
+        try:
+            runbook.wait_for(lambda: (any(e.kind == "server UP" and fault_node in e.detail
+                                          for e in events.frame().itertuples()), "no UP yet"),
+                             timeout=30, interval=0.5, what=f"HAProxy to mark {fault_node} UP again")
+        except WaitTimedOut as exc:
+            print(f"note: {exc}")
+    for w in watchers:
+        w.stop()
+    if result is not None:  # the return is on the record too (after the probe's own timeline)
+        result = dataclasses.replace(result, events=events.frame())
     return f"{fault_node} Ready"
 
 
@@ -556,11 +569,15 @@ naive_share = None
 dead_share = 1 / max(1, len(dns_before))
 if result is not None:
     ev = result.events
+    power_back = failover.first_event_after(ev, "power back", fault_at)
     moments = {"VIP moved": failover.first_event_after(ev, "vip moved", fault_at),
                "HAProxy marked it DOWN": failover.first_event_after(ev, "server DOWN", fault_at, fault_node),
                "Kubernetes marked it NotReady": failover.first_event_after(ev, "node NotReady", fault_at,
                                                                            fault_node),
-               "endpoints changed": failover.first_event_after(ev, "endpoints changed", fault_at)}
+               "endpoints changed": failover.first_event_after(ev, "endpoints changed", fault_at),
+               "power came back": power_back,
+               "Kubernetes marked it Ready again": failover.first_event_after(ev, "node Ready", fault_at, fault_node),
+               "HAProxy marked it UP again": failover.first_event_after(ev, "server UP", fault_at, fault_node)}
     if "dns-naive" in p.strategies:
         # Stuck: failed, or waited at least half the naive client's connect timeout (not merely slow).
         naive_share = failover.post_fault_bad_share(result.requests, "dns-naive", fault_at=fault_at,

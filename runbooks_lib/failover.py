@@ -165,12 +165,37 @@ def judge(table: pd.DataFrame, strategy: str, bar: Bar = Bar(), *, requests: pd.
             misses.append(f"{len(late)} of its {len(bad)} bad requests were sent late by the probe itself (send lag "
                           f">= 100 ms: the probe host stalled); without them the last bad request is {rest:.2f} s "
                           "after the fault")
+        if len(bad):
+            misses.extend(_shared_stall(requests, strategy, bad, fault_at=fault_at, target=bar.p99_ms / 1000))
         before = requests[(requests["lane"] == strategy) & (requests["intended"] < fault_at)]
         if len(before):
             slow = float((analysis.outcome(before, bar.p99_ms / 1000) != "ok").mean())
             misses.append(f"before the fault already: p99 {1000 * before['latency'].quantile(0.99):.0f} ms, "
                           f"{100 * slow:.1f}% slow or failed")
     return Verdict(strategy, failed, p99, rec, tuple(misses))
+
+
+def _shared_stall(requests: pd.DataFrame, strategy: str, bad: pd.DataFrame, *, fault_at: float,
+                  target: float, within: float = 0.5) -> list[str]:
+    """Which other lanes were also bad around the lane's last bad request (the one recovery is measured to).
+
+    Lanes take different paths (DNS to a node, a VIP, HAProxy): when most of
+    them are bad at the same moment, long after the fault, the probe host or
+    the lab machine stalled; the front door did not. Pure.
+    """
+    last = bad.loc[bad["intended"].idxmax()]
+    t = float(last["intended"])
+    near = requests[(requests["lane"] != strategy) & ((requests["intended"] - t).abs() <= within)]
+    lanes = sorted(set(near.loc[analysis.outcome(near, target) != "ok", "lane"]))
+    others = sorted(set(requests["lane"]) - {strategy})
+    if not others:
+        return []
+    at = f"its last bad request ({t - fault_at:.2f} s after the fault, {1000 * float(last['latency']):.0f} ms)"
+    if len(lanes) * 2 > len(others):
+        return [f"at {at}, {len(lanes)} of the {len(others)} other lanes were bad too ({', '.join(lanes)}): a stall "
+                "shared by lanes on different paths points at the probe host or the lab machine, not the front door"]
+    return [f"at {at}, {len(lanes)} of the {len(others)} other lanes were bad"
+            + (f" ({', '.join(lanes)})" if lanes else "") + ": the front door's own"]
 
 
 def post_fault_bad_share(requests: pd.DataFrame, lane: str, *, fault_at: float, target: float) -> float:
@@ -229,7 +254,13 @@ class Guard:
     ``run(name, fn)`` records ``fn()`` as a step; the first exception is kept
     (not raised) and every later ``run`` is recorded as skipped. The teardown
     cell calls ``always(name, fn)``, which runs even after a failure and keeps
-    its own error too; the last cell calls :meth:`raise_if_failed`.
+    its own error too; the last cell calls :meth:`raise_if_failed`. An
+    interrupt during a step (JupyterLab's stop button) is kept the same way,
+    so the cells below, the teardown among them, still run; an interrupt of
+    the teardown itself is not caught. A papermill cell timeout or a dead
+    kernel stops the run before the teardown cell: rerun the notebook (a run
+    restores the node and removes keepalived and HAProxy even when it is then
+    refused) or use the rollback cell.
     """
 
     steps: Steps = field(default_factory=Steps)
@@ -246,7 +277,7 @@ class Guard:
         try:
             with self.steps.step(name):
                 return fn()
-        except Exception as exc:  # noqa: BLE001 - kept and raised by raise_if_failed after the teardown
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - kept, raised by raise_if_failed after teardown
             self.error, self.failed_step = exc, name
             self.say(f"FAILED {name}: {type(exc).__name__}: {exc}\n"
                      "(the teardown cells below still run; the last cell raises this error)")

@@ -45,14 +45,17 @@ def _new_axes(ax: Axes | None) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def mark_events(ax: Axes, events: pd.DataFrame | None, *, fault_at: float = 0.0, labels: bool = True) -> None:
-    """Draw a dotted vertical line (and a label) for every event."""
+def mark_events(ax: Axes, events: pd.DataFrame | None, *, fault_at: float = 0.0, labels: bool = True,
+                span: tuple[float, float] | None = None) -> None:
+    """Draw a dotted vertical line (and a label) for every event (only those inside ``span``, when given)."""
     if events is None or events.empty:
         return
     kinds = list(dict.fromkeys(events["kind"].astype(str)))
     for _, ev in events.iterrows():
         colour = EVENT_COLOURS[kinds.index(str(ev["kind"])) % len(EVENT_COLOURS)]
         x = float(ev["t"]) - fault_at
+        if span is not None and not span[0] <= x <= span[1]:
+            continue
         ax.axvline(x, color=colour, linestyle=":", linewidth=1.2, gid="event")
         if labels:
             detail = f" {ev['detail']}" if isinstance(ev.get("detail"), str) and ev["detail"] else ""
@@ -169,6 +172,11 @@ def failover_figure(
     if window is None:
         window = analysis.impact_window(requests, fault_at=fault_at, target=target)
     rows = max(1, len(groups))
+    span = None
+    if not requests.empty:  # the probe's timeline: events after it (the node's return) are in the table only
+        lo, hi = float(requests["intended"].min()) - fault_at, float(requests["intended"].max()) - fault_at
+        pad = 0.02 * ((hi - lo) or 1.0)
+        span = (lo - pad, hi + pad)
     fig = Figure(figsize=(18, 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, 3, sharex=True, squeeze=False)
     for row, (title_row, lanes) in zip(axes, groups.items()):
@@ -180,7 +188,9 @@ def failover_figure(
         row[0].set_title(title_row, loc="left", fontsize=10, fontweight="bold")
         for i, ax in enumerate(row):
             shade_window(ax, window)
-            mark_events(ax, events, fault_at=fault_at, labels=(i == 0))
+            mark_events(ax, events, fault_at=fault_at, labels=(i == 0), span=span)
+    if span is not None:
+        axes[0][0].set_xlim(*span)  # shared by every axis
     if title:
         fig.suptitle(title)
     return fig

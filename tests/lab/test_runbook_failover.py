@@ -84,8 +84,11 @@ def test_the_drill_measures_every_front_door_and_cleans_up(restored_cluster: Lab
     assert s["nodes"] == 4 and s["dead_share"] == 0.25
     assert 0.15 <= s["naive_bad_share"] <= 0.35, s["naive_bad_share"]
     assert impact["dns-naive"]["failed"] > 0
-    for lane in ("dns-fallback", "haproxy"):
-        assert impact[lane]["failed"] == 0, (lane, impact[lane])
+    # HAProxy retries even a request the dying node leaves unanswered. The fallback client only falls
+    # back on a connect timeout: a request already in flight on the node when it dies can fail (at most
+    # one at this rate, sent before the fault), never one sent after it (checked on the raw samples below).
+    assert impact["haproxy"]["failed"] == 0, impact["haproxy"]
+    assert impact["dns-fallback"]["failed"] <= 1, impact["dns-fallback"]
     # The VIP moved off the dead node within a few advert intervals.
     moved = s["moments_s"]["VIP moved"]
     assert moved is not None and 0 < moved <= 6 * ADVERT + 1.0, moved
@@ -98,6 +101,12 @@ def test_the_drill_measures_every_front_door_and_cleans_up(restored_cluster: Lab
     not_ready = s["moments_s"]["Kubernetes marked it NotReady"]
     assert not_ready is not None and GRACE - 12 <= not_ready <= GRACE + 25, not_ready
     assert s["moments_s"]["HAProxy marked it DOWN"] is not None and s["moments_s"]["HAProxy marked it DOWN"] < 2.0
+    # The return is recorded too (the watchers run until the node is Ready again): power, Ready, HAProxy UP.
+    back = s["moments_s"]
+    assert None not in (back["power came back"], back["Kubernetes marked it Ready again"],
+                        back["HAProxy marked it UP again"]), back
+    assert back["power came back"] < back["Kubernetes marked it Ready again"]
+    assert back["power came back"] < back["HAProxy marked it UP again"]
     # Results: the figure beside the run record, the paragraph with the baseline, the bar judged.
     assert Path(s["figure"]).is_file() and Path(s["figure"]).parent == Path(result.output).parent
     assert "Baseline (the article)" in s["conclusion"] and "Recommended: haproxy" in s["conclusion"]
@@ -111,6 +120,9 @@ def test_the_drill_measures_every_front_door_and_cleans_up(restored_cluster: Lab
     naive = after[(after["lane"] == "dns-naive") & after["error"].notna()]
     assert set(naive["error"]) == {"connect_timeout"} and set(naive["ip_first"]) == {dead}
     assert naive["latency"].between(9.9, 11.5).all()
+    fault_t = float(events[events["kind"] == "fault"]["t"].iloc[0])
+    fallback = df[df["lane"] == "dns-fallback"]
+    assert fallback[fallback["intended"] >= fault_t]["error"].isna().all()
     fb = after[(after["lane"] == "dns-fallback") & (after["ip_first"] == dead)]
     assert len(fb) > 0 and fb["connect"].between(0.29, 1.0).all()
     he = after[(after["lane"] == "happy-eyeballs") & (after["ip_first"] == dead)]

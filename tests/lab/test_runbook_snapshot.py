@@ -3,8 +3,9 @@
 One real snapshot run proves the whole path (member choice, verify, 0600 download with matching sha256
 and manifest, member copy deleted, the restore drill with etcd 3.4's etcdctl). The same file, with bytes
 flipped, is then refused by the drill and by the restore runbook; a missing snapshot and a restore asked
-for while quorum is healthy are refused too, and nothing changed on the members. The etcdutl (3.5) drill
-and retention on real files are in tests/local/test_etcd_drill_local.py.
+for while quorum is healthy are refused too, and nothing changed on the members. A second run with
+keep_last=1 deletes the first snapshot and keeps the newest. The etcdutl (3.5) drill and the retention
+rules' corner cases are in tests/local/test_etcd_drill_local.py.
 """
 
 from __future__ import annotations
@@ -98,3 +99,11 @@ def test_snapshot_drill_and_refusals(kubespray_cluster: LabCluster, tmp_path: Pa
     assert healthy.exit_code == 2 and "still has quorum" in healthy.message, healthy.line()
     assert "replace-control-plane runbook" in Path(healthy.output).read_text()
     members_untouched(c)
+
+    # Retention: a second snapshot with keep_last=1 deletes the first (file and manifest), keeps the newest.
+    second = run("etcd-snapshot", params, runs, keep_last=1, drill=False)
+    assert second.exit_code == 0, second.line()
+    s2 = summary(second)
+    newest = Path(s2["snapshot"]["path"])
+    assert s2["retention"] == {"kept": [newest.name], "deleted": [snap.name]}, s2["retention"]
+    assert sorted(f.name for f in backups.iterdir()) == sorted([newest.name, newest.with_suffix(".json").name])

@@ -128,6 +128,24 @@ def test_the_bar_says_by_how_much_it_is_missed() -> None:
         failover.judge(table, "dns-naive")
 
 
+def test_a_miss_names_a_stall_shared_by_the_other_lanes() -> None:
+    """HAProxy's only bad request, 33 s after the fault, came with bad requests on most other lanes."""
+    lanes = ["haproxy", "keepalived-vip", "happy-eyeballs", "dns-naive"]
+    rows = [{"lane": lane, "intended": t / 10, "latency": 0.005, "error": None, "send_lag": 0.0}
+            for t in range(0, 400) for lane in lanes]
+    df = pd.DataFrame(rows)
+    stalled = (df["intended"].between(33.2, 33.4)) & (df["lane"] != "dns-naive")
+    df.loc[stalled, "latency"] = 0.45
+    table = _table(haproxy={"p99_ms": 230.0, "detect_s": 23.2, "recover_s": 0.2})
+    verdict = failover.judge(table, "haproxy", requests=df, fault_at=10.0)
+    assert not verdict.meets
+    assert any("2 of the 3 other lanes were bad too (happy-eyeballs, keepalived-vip)" in m
+               and "probe host or the lab machine" in m for m in verdict.misses), verdict.misses
+    df.loc[stalled & (df["lane"] != "haproxy"), "latency"] = 0.005  # only HAProxy's lane was bad
+    verdict = failover.judge(table, "haproxy", requests=df, fault_at=10.0)
+    assert any("0 of the 3 other lanes were bad: the front door's own" in m for m in verdict.misses), verdict.misses
+
+
 def test_the_paragraph_has_the_baseline_each_strategy_and_the_recommendation() -> None:
     table = _table(**{"dns-naive": {"failed": 30}, "haproxy": {}})
     text = failover.conclusion(table, nodes=4, dead_share=0.25, naive_share=0.24, naive_timeout=10,
@@ -156,6 +174,12 @@ def test_the_guard_keeps_the_first_error_skips_later_steps_and_always_runs_teard
                                                                   ("three", "skipped"), ("teardown", "ok")]
     with pytest.raises(ZeroDivisionError):
         guard.raise_if_failed()
+    stopped = failover.Guard(say=said.append)  # the operator's stop button during the probe
+    assert stopped.run("probe", lambda: (_ for _ in ()).throw(KeyboardInterrupt())) is None
+    assert stopped.always("teardown", lambda: "clean") == "clean"
+    assert [(r.name, r.status) for r in stopped.steps.records] == [("probe", "failed"), ("teardown", "ok")]
+    with pytest.raises(KeyboardInterrupt):
+        stopped.raise_if_failed()
     clean = failover.Guard(say=said.append)
     clean.always("teardown", lambda: (_ for _ in ()).throw(errors.CommandFailed("stuck")))
     with pytest.raises(errors.RunbookError, match="teardown failed: teardown: CommandFailed: stuck"):

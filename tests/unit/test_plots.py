@@ -54,6 +54,17 @@ def test_failover_figure_png(tmp_path):
     assert len([ax for ax in fig.axes if ax.get_ylabel() == "req/s"]) == 2
 
 
+def test_events_after_the_probe_stay_off_the_figure():
+    """The node's return, recorded after the probe ended, neither stretches the time axis nor gets a line."""
+    late = pd.DataFrame({"t": [60.0], "wall": [0.0], "kind": ["node Ready"], "detail": ["node1 NotReady -> Ready"],
+                         "source": ["kubernetes"]})
+    fig = plots.failover_figure(_requests(), pd.concat([_events(), late], ignore_index=True), target=0.5)
+    scatter = fig.axes[0]
+    lo, hi = scatter.get_xlim()
+    assert -4.25 < lo < -4.15 and 6.1 < hi < 6.2  # the probe's 0..9.95 s, fault at 4 s, 2% margin
+    assert len([line for line in scatter.lines if line.get_gid() == "event"]) == 2
+
+
 def test_helpers_draw_into_a_given_axis():
     fig = matplotlib.figure.Figure()
     ax = fig.add_subplot()
