@@ -29,9 +29,10 @@
 # keep remove-node from hanging on it: `reset_nodes=false` (no play connects to it: with Kubespray's
 # `ConnectionAttempts=100` that would take many minutes), `allow_ungraceful_removal=true` and a bounded
 # `drain_timeout` and grace period (its pods can never confirm termination); its Node object is deleted
-# afterwards if the playbook left it. Then the host leaves every inventory group (and `all.hosts`) and,
-# through your DNS hook, the app's DNS name. Whether a node is dead is found by the preflight (SSH and the
-# Node's Ready condition), or set with `node_state`.
+# afterwards if the playbook left it (even when the playbook failed: a dead node cannot answer its last
+# tasks). Then the app's DNS name stops pointing at the host (your DNS hook), and only then the host leaves
+# every inventory group (and `all.hosts`). Whether a node is dead is found by the preflight (does it answer
+# SSH with its pinned key; its Node's Ready condition is shown beside), or set with `node_state`.
 #
 # **Why `-e node=` always.** Kubespray v2.19 without it removes every `kube_node` host; v2.28+ refuse to
 # run. The confirmation prompt is answered with `skip_confirmation=yes` (papermill has no terminal).
@@ -44,10 +45,14 @@
 # waits that long for pods that cannot terminate).
 #
 # **If it fails or is interrupted.** Run it again with the same parameters: a node already drained,
-# removed or out of the inventory is skipped. Exit status 2 ("refused") means nothing was changed.
+# removed or out of the inventory is skipped. A node that an earlier run already took out of the inventory
+# (it is still a worker in the `.bak` copy that run kept, and the API no longer has it) is not refused: the
+# re-run only makes sure DNS no longer points at it and proves it gone. Exit status 2 ("refused") means
+# nothing was changed.
 
 # %%
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -55,7 +60,7 @@ from IPython.display import display
 
 from runbooks_lib import ingress, kube, kubespray, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
-from runbooks_lib.errors import PreconditionFailed, RunbookError
+from runbooks_lib.errors import PlaybookFailed, PreconditionFailed, RunbookError
 
 pd.set_option("display.width", 200)
 
@@ -110,11 +115,17 @@ print(f"target {p.cluster_name}: remove {', '.join(p.remove)} (node state: {p.no
 
 # %% [markdown]
 # ## Preflight
-# Read-only. Refused, with nothing changed: a host neither the inventory nor the API knows; a control plane or etcd
-# member (removing one needs the replace-control-plane runbook: etcd membership, cluster-info, the API
-# servers' `--etcd-servers`); a host that is not a worker; the first control plane must stay alive (remove-node
-# delegates to it). Each node's state is found: SSH with the pinned key and the Node's Ready condition.
-# The pods that will be evicted are listed with the PodDisruptionBudgets that cover them.
+# Read-only. Refused, with nothing changed: a host neither the inventory nor the API knows (a typo); a
+# control plane or etcd member (removing one needs the replace-control-plane runbook: etcd membership,
+# cluster-info, the API servers' `--etcd-servers`); a host that is not a worker; a removal that leaves no
+# Ready, schedulable worker for the evicted pods (unless `allow_last_worker`); the first control plane must
+# stay alive (remove-node delegates to it). A host gone from the inventory and the API but still a worker in
+# the inventory's `.bak` (the copy this runbook keeps before it saves) was removed by an earlier, interrupted
+# run: it is not refused, and only DNS and the proof are done for it. A node is alive when it answers SSH
+# with its pinned key, dead when it does not (`node_state` overrides); its Node's Ready condition is shown
+# beside. The pods that will be evicted are listed with the
+# PodDisruptionBudgets that cover them; a budget that allows no disruption now is a WARNING: the drain would
+# wait for it until `drain_timeout_s`.
 
 # %%
 # papermill_description=Preflight
@@ -122,6 +133,7 @@ checkout = kubespray.detect(p.kubespray_dir)
 playbook_bin = kubespray.ansible_playbook_path(p.ansible_playbook)
 remove_book = checkout.playbook("remove-node")
 current = inventory_lib.load(p.inventory)
+backup_path = inventory_lib.workers.backup_path(p.inventory)
 api = kube.client_from_kubeconfig(str(p.kubeconfig))
 node_info = {n.name: n for n in kube.nodes(api, timeout=p.timeout_s)}
 unknown = [n for n in p.remove if n not in current.hosts and n in node_info]
@@ -129,7 +141,11 @@ if unknown:
     raise PreconditionFailed(f"not in the inventory but still a node in the API: {', '.join(unknown)}; nothing was "
                              "changed", fix="add the host back to the inventory (kube_node) so remove-node.yml can act "
                              "on it, or delete the Node object by hand if the machine is gone")
-gone = [n for n in p.remove if n not in current.hosts]
+# The backup is read only for names found nowhere else: it is the last save's, and only those need it.
+backup = (inventory_lib.workers.load_backup(p.inventory)
+          if any(n not in current.hosts and n not in node_info for n in p.remove) else None)
+earlier = inventory_lib.workers.already_removed(p.remove, current, backup, node_info)
+gone = [n for n in p.remove if n not in current.hosts and n not in earlier]
 if gone:
     raise PreconditionFailed(f"unknown hosts: {', '.join(gone)}: not in the inventory nor in the API (a typo, or "
                              f"already removed); nothing was changed",
@@ -175,23 +191,32 @@ to_evict = {n: [x for x in kube.pods_on_node(api, n, timeout=p.timeout_s)
 budgets = kube.disruption_budgets(api, timeout=p.timeout_s)
 display(pd.DataFrame([{"node": n, "groups": ", ".join(current.groups_of(n)), "state": state[n],
                        "Node": ("Ready" if node_info[n].is_ready else "NotReady") if n in node_info else "absent",
-                       "pods to evict": len(to_evict.get(n, []))} for n in todo]))
+                       "pods to evict": len(to_evict.get(n, []))} for n in todo]
+                     + [{"node": n, "groups": f"({backup_path.name} only)", "state": "already removed",
+                         "Node": "absent", "pods to evict": 0} for n in earlier]))
 evict_rows = [{"node": n, "pod": f"{x['metadata'].get('namespace', 'default')}/{x['metadata']['name']}",
                "PodDisruptionBudget": ", ".join(f"{b.namespace}/{b.name} (allowed {b.allowed})" for b in budgets
                                                if b.matches(x)) or "-"}
               for n, pods in to_evict.items() for x in pods]
 if evict_rows:
     display(pd.DataFrame(evict_rows))
-if not remaining_workers and any(to_evict.values()) and not p.allow_last_worker:
-    raise PreconditionFailed(f"{', '.join(todo)} would leave no worker, and {sum(map(len, to_evict.values()))} pods "
-                             "would have nowhere to go; nothing was changed",
-                             fix="add a worker first (add-worker runbook), or set allow_last_worker=True")
+refusal = inventory_lib.workers.last_worker_refusal(current.workers, todo, node_info,
+                                                    sum(map(len, to_evict.values())),
+                                                    allow_last_worker=p.allow_last_worker)
+if refusal:
+    raise PreconditionFailed(f"{refusal}; nothing was changed",
+                             fix="add a worker first (add-worker runbook) or make one Ready and schedulable "
+                                 "(kubectl uncordon), or set allow_last_worker=True")
+stalls = inventory_lib.workers.stalling_budgets({n: to_evict[n] for n in alive if n in to_evict}, budgets)
+for line in stalls:
+    print(f"WARNING: {line}: the drain will wait for it until drain_timeout_s ({p.drain_timeout_s} s), then stop")
 first_cp = current.control_planes[0]
 if first_cp not in node_info or not node_info[first_cp].is_ready:
     raise PreconditionFailed(f"the first control plane {first_cp} is not Ready; remove-node.yml delegates drains and "
                              "node deletion to it; nothing was changed", fix="bring it back first")
 print(f"Kubespray {checkout.version} at {checkout.path}: {remove_book}; alive: {', '.join(alive) or 'none'}; "
-      f"dead: {', '.join(dead) or 'none'}; workers left: {', '.join(remaining_workers) or 'none'}")
+      f"dead: {', '.join(dead) or 'none'}; workers left: {', '.join(remaining_workers) or 'none'}"
+      + (f"; already removed by an earlier run: {', '.join(earlier)}" if earlier else ""))
 
 # %% [markdown]
 # ## Plan
@@ -212,12 +237,17 @@ commands = {kind: kubespray.command(checkout, "remove-node", inventory=p.invento
                                     ansible_playbook=playbook_bin, extra_vars=v.extra_vars())
             for kind, v in removals.items()}
 plan = [f"remove workers: {', '.join(p.remove)}"]
+if earlier:
+    plan.append(f"already removed by an earlier run: {', '.join(earlier)} (in {backup_path.name} only, no Node "
+                "object): no drain, no remove-node, no inventory edit; DNS and the proof only")
 plan += [f"{kind}: {', '.join(v.nodes)}: " + ("drain (Eviction API), " if kind == "alive" else "")
          + f"{remove_book} " + " ".join(f"-e {k}={val}" for k, val in
                                         {**kubespray.NO_PROMPT_VARS["remove-node"], **v.extra_vars()}.items())
          + ("; then delete the Node object if still there" if kind == "dead" else "")
          for kind, v in removals.items()]
-plan += ["then: out of every inventory group and all.hosts, and out of the app's DNS name",
+plan += [f"WARNING: {line}: the drain stalls on it until drain_timeout_s ({p.drain_timeout_s} s); scale its "
+         "workload up or relax the budget first" for line in stalls]
+plan += ["then: out of the app's DNS name, then out of every inventory group and all.hosts",
          f"verify: Node objects gone; {p.app_name} rolled out elsewhere; remaining ingress nodes answer"]
 print("\n".join(plan))
 
@@ -239,7 +269,7 @@ print("\n".join(changes_plan))
 # the cluster name; in JupyterLab you are asked to type it.
 
 # %%
-proceed = runbook.confirm(f"remove workers {', '.join(todo)}", cluster=p.cluster_name,
+proceed = runbook.confirm(f"remove workers {', '.join(p.remove)}", cluster=p.cluster_name,
                                          dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
 act = proceed
 changes: dict = {"drained": {}, "deleted_node_objects": [], "inventory": False, "dns": []}
@@ -270,10 +300,15 @@ else:
 # connects to it (`reset_nodes=false`); its pods cannot confirm termination, so Kubespray's drain gives
 # up after `dead_drain_timeout_s` and `allow_ungraceful_removal` lets the run continue. The Node object
 # is never deleted before the playbook: v2.19's last step retries and fails when it is already gone.
+# If remove-node fails for a dead node, the run does not stop there: its error is kept (step and summary),
+# the Node object is deleted, and the run fails only if the Node object is still there in the proof below.
+# A failure for an alive node stops the run.
 
 # %%
 # papermill_description=remove-node.yml
 runs: dict = {}
+playbooks: dict = {}
+playbook_failures: dict = {}
 output_record = os.environ.get("PAPERMILL_OUTPUT_PATH")
 
 
@@ -288,39 +323,52 @@ if proceed:
                / f"{Path(output_record).stem if output_record else 'remove-worker'}.remove-node-{kind}.log")
         with steps.step(f"remove-node ({kind})") as s:
             print(f"$ {cmd}\n  (log {log})")
-            runs[kind] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show, log_path=log, env=p.ansible_env)
-            s.detail = f"exit {runs[kind].rc} in {runs[kind].duration:.0f} s"
+            started = time.monotonic()
+            try:
+                runs[kind] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show, log_path=log,
+                                           env=p.ansible_env)
+                playbooks[kind] = {"rc": runs[kind].rc, "duration_s": round(runs[kind].duration, 1), "log": str(log)}
+                s.detail = f"exit {runs[kind].rc} in {runs[kind].duration:.0f} s"
+            except PlaybookFailed as e:
+                if kind != "dead":
+                    raise
+                # The dead node cannot answer; whether it is gone is decided by its Node object below.
+                playbook_failures[kind] = e.what + (f"\n{e.stderr}" if e.stderr else "")
+                playbooks[kind] = {"rc": e.exit_code, "duration_s": round(time.monotonic() - started, 1),
+                                   "log": str(log), "error": playbook_failures[kind]}
+                s.detail = (f"exit {e.exit_code} in {time.monotonic() - started:.0f} s, tolerated for a dead node "
+                            f"(the Node object is deleted next): {playbook_failures[kind]}")
         print(f"remove-node ({kind}): {s.detail}")
     with steps.step("Node objects") as s:
         for n in todo:
             if kube.node(api, n, timeout=p.timeout_s) is not None and n in dead:
                 kube.delete_node(api, n, timeout=p.timeout_s)
                 changes["deleted_node_objects"].append(n)
-        s.detail = f"deleted {', '.join(changes['deleted_node_objects']) or 'none (remove-node did)'}"
+        s.detail = (f"deleted {', '.join(changes['deleted_node_objects'])}" if changes["deleted_node_objects"]
+                    else "none left to delete (remove-node or an earlier run deleted them)")
     print(s.detail)
 else:
     steps.skip("remove-node", "dry run")
 
 # %% [markdown]
-# ## Take the hosts out of the inventory, and out of DNS
-# Out of every group and `all.hosts` (comments and order kept; the old file is kept as `.bak`), so the
-# next cluster.yml or scale.yml does not try to reach a host that is gone: every Kubespray play is
-# `any_errors_fatal`. The app's DNS name must not send clients to a removed node: the hook sets it to
-# the remaining ingress nodes; without a hook, that is a manual step listed at the end.
+# ## Take the hosts out of DNS, then out of the inventory
+# DNS first: the app's DNS name must not send clients to a removed node. The hook sets it to the remaining
+# ingress nodes (their IPs come from the inventory, read before it is edited); without a hook, that is a
+# manual step listed at the end. Then the inventory: out of every group and `all.hosts` (comments and order
+# kept; the old file is kept as `.bak`), so the next cluster.yml or scale.yml does not try to reach a host
+# that is gone: every Kubespray play is `any_errors_fatal`. In this order, a run interrupted after the
+# inventory is saved has only the proof left to do: its re-run finds the hosts in the `.bak`, makes sure
+# DNS still leaves them out, and proves them gone.
 
 # %%
-# papermill_description=Inventory and DNS
+# papermill_description=DNS and inventory
 dns_manual = ""
 resolved: list = []
 final = wanted
+want = sorted(wanted.host(n).address for n in wanted.members("k8s_cluster"))
+removed_ips = sorted({current.host(n).address for n in todo} | {backup.host(n).address for n in earlier})
 if act:
-    with steps.step("inventory and DNS") as s:
-        if not inventory_diff.empty:
-            p.inventory.with_name(p.inventory.name + ".bak").write_bytes(p.inventory.read_bytes())
-            wanted.save(p.inventory)
-            changes["inventory"] = True
-        final = inventory_lib.load(p.inventory)
-        want = sorted(final.host(n).address for n in final.members("k8s_cluster"))
+    with steps.step("DNS") as s:
         if p.dns_command and (not p.dns_server or list(ingress.resolve(p.app_host, p.dns_server,
                                                                         timeout=min(5.0, p.timeout_s))) != want):
             ingress.update_dns(p.dns_command, p.app_host, want, timeout=p.timeout_s)
@@ -328,7 +376,8 @@ if act:
         if p.dns_server:
             def dns_matches() -> tuple[bool, str]:
                 resolved[:] = ingress.resolve(p.app_host, p.dns_server, timeout=min(5.0, p.timeout_s))
-                return not (set(resolved) - set(want)), f"{p.app_host} resolves to {resolved}, want {want}"
+                return (not (set(resolved) - set(want)) and not set(resolved) & set(removed_ips),
+                        f"{p.app_host} resolves to {resolved}, want {want}")
 
             if p.dns_command:
                 runbook.wait_for(dns_matches, timeout=min(60.0, p.ready_timeout_s), interval=2,
@@ -336,10 +385,18 @@ if act:
             elif not dns_matches()[0]:
                 dns_manual = f"remove {', '.join(sorted(set(resolved) - set(want)))} from the A records of {p.app_host}"
         elif not p.dns_command:
-            dns_manual = f"make {p.app_host} resolve to {', '.join(want)} only (drop the removed workers' IPs)"
-        s.detail = ("inventory edited" if changes["inventory"] else "inventory already without them") + "; DNS " + (
-            "set by the hook" if changes["dns"] else "manual" if dns_manual else "already right")
+            dns_manual = (f"make {p.app_host} resolve to {', '.join(want)} only (drop the removed workers' IPs "
+                          f"{', '.join(removed_ips)})")
+        s.detail = "DNS " + ("set by the hook" if changes["dns"] else "manual" if dns_manual else "already right")
     print(s.detail + (f"\nMANUAL STEP: {dns_manual}" if dns_manual else ""))
+    with steps.step("inventory") as s:
+        if not inventory_diff.empty:
+            backup_path.write_bytes(p.inventory.read_bytes())
+            wanted.save(p.inventory)
+            changes["inventory"] = True
+        final = inventory_lib.load(p.inventory)
+        s.detail = "inventory edited" if changes["inventory"] else "inventory already without them"
+    print(s.detail)
     print("; ".join(inventory_diff.lines()) or "no inventory change")
 
 # %% [markdown]
@@ -389,23 +446,27 @@ if act:
 removed = bool(act and rollout and rollout.complete and answers and all(a.ok for a in answers)
                and not set(p.remove) & set(final.hosts))
 verdict = (f"{p.cluster_name}: DRY RUN: nothing changed" if not act else
-           f"{p.cluster_name}: {'REMOVED' if removed else 'NOT PROVEN'}: {', '.join(p.remove)}; app answering on "
-           f"{sum(a.ok for a in answers)}/{len(answers)} remaining ingress nodes")
+           f"{p.cluster_name}: {'REMOVED' if removed else 'NOT PROVEN'}: {', '.join(p.remove)}"
+           + (f" ({', '.join(earlier)} already removed by an earlier run)" if earlier else "")
+           + "".join(f"; remove-node ({kind}) failed (exit {playbooks[kind]['rc']}), tolerated for a dead node"
+                     for kind in playbook_failures)
+           + f"; app answering on {sum(a.ok for a in answers)}/{len(answers)} remaining ingress nodes")
 summary = runbook.write_summary("remove-worker", p.cluster_name, {
     "removed": removed,
     "dry_run": not act,
     "verdict": verdict,
     "nodes": list(p.remove),
+    "already_removed": earlier,
     "state": state,
     "kubespray": {"version": checkout.version, "remove_node": str(remove_book)},
     "extra_vars": {kind: v.extra_vars() for kind, v in removals.items()},
-    "playbooks": {kind: {"rc": r.rc, "duration_s": round(r.duration, 1), "log": str(r.log_path)}
-                  for kind, r in runs.items()},
+    "playbooks": playbooks,
     "changes": changes,
     "rollout": rollout.line() if rollout else None,
     "app_pod_nodes": app_nodes,
     "ingress": {a.node: {"status": a.status, "pod": a.pod, "pod_node": a.served_by} for a in answers},
-    "dns": {"name": p.app_host, "server": p.dns_server, "resolved": list(resolved), "manual_step": dns_manual},
+    "dns": {"name": p.app_host, "server": p.dns_server, "resolved": list(resolved), "removed_ips": removed_ips,
+            "manual_step": dns_manual},
     "inventory_diff": inventory_diff.lines(),
 }, steps=steps)
 print(f"cluster: {p.cluster_name}")

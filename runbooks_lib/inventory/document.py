@@ -42,7 +42,7 @@ from runbooks_lib.inventory.model import (
 from runbooks_lib.inventory.yaml_doc import YamlDoc
 
 
-def _format_for(path: Path) -> Format:
+def format_for(path: Path) -> Format:
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml", ".json"):
         return "yaml"
@@ -76,7 +76,7 @@ class Inventory:
         if not p.is_file():
             raise errors.BadParameters(f"inventory {p} does not exist",
                                        fix="pass the path of hosts.yaml or inventory.ini (inventory parameter)")
-        inv = cls.parse(p.read_text(encoding="utf-8"), _format_for(p), source=str(p))
+        inv = cls.parse(p.read_text(encoding="utf-8"), format_for(p), source=str(p))
         inv.path = p
         return inv
 

@@ -1,16 +1,27 @@
-"""Inventory edits for adding and removing workers, on a copy (the file is written by the caller).
+"""Inventory edits for adding and removing workers, on a copy (the file is written by the caller),
+and the decisions of the remove-worker runbook's preflight.
 
-Pure: each function returns an edited copy of the Inventory and leaves the
-original as it was, so a runbook can show the diff before it saves anything.
+Pure: each edit returns an edited copy of the Inventory and leaves the
+original as it was, so a runbook can show the diff before it saves anything;
+the decisions take what the preflight read (inventories, Node info, pods,
+PodDisruptionBudgets) and contact nothing. Only :func:`load_backup` reads a
+file (the inventory's ``.bak``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runbooks_lib import errors
-from runbooks_lib.inventory.document import Inventory
+from runbooks_lib.inventory.document import Inventory, format_for
 from runbooks_lib.inventory.model import K8S_CLUSTER, WORKERS
+
+if TYPE_CHECKING:
+    from runbooks_lib.kube.drain import DisruptionBudget
+    from runbooks_lib.kube.node import NodeInfo
 
 
 def with_workers(inv: Inventory, hosts: Mapping[str, str]) -> Inventory:
@@ -52,3 +63,70 @@ def without_hosts(inv: Inventory, names: Sequence[str]) -> Inventory:
         if name in out.hosts:
             out.remove_host(name)
     return out
+
+
+def backup_path(path: str | os.PathLike[str]) -> Path:
+    """Where the remove-worker runbook keeps the inventory as it was before it saved: ``<path>.bak``."""
+    return Path(path).with_name(Path(path).name + ".bak")
+
+
+def load_backup(path: str | os.PathLike[str]) -> Inventory | None:
+    """The inventory's backup (:func:`backup_path`), read in the format of ``path``; None when there is none.
+
+    Reads a file, changes nothing. Raises BadParameters when the backup is malformed.
+    """
+    bak = backup_path(path)
+    if not bak.is_file():
+        return None
+    inv = Inventory.parse(bak.read_text(encoding="utf-8"), format_for(Path(path)), source=str(bak))
+    inv.path = bak
+    return inv
+
+
+def already_removed(names: Sequence[str], current: Inventory, backup: Inventory | None,
+                    api_nodes: Collection[str]) -> list[str]:
+    """The names an earlier run already removed: in neither ``current`` nor the API, but workers in ``backup``.
+
+    ``backup`` is the inventory as it was before the last save (``hosts.yaml.bak``, written by the
+    remove-worker runbook), None when there is none. A name found nowhere is not returned: it is a typo.
+    """
+    if backup is None:
+        return []
+    return [n for n in names if n not in current.hosts and n not in api_nodes and n in backup.members(WORKERS)]
+
+
+def last_worker_refusal(workers: Sequence[str], removing: Collection[str], nodes: Mapping[str, NodeInfo],
+                        pods_to_evict: int, *, allow_last_worker: bool = False) -> str:
+    """Why removing ``removing`` must be refused, or "" when it may go on.
+
+    Refused when pods are to be evicted (``pods_to_evict`` > 0) and none of the ``workers`` that stay is
+    Ready and schedulable (not cordoned) according to the API's ``nodes``: the evicted pods would have
+    nowhere to run. ``allow_last_worker`` lifts the refusal.
+    """
+    if allow_last_worker or pods_to_evict <= 0:
+        return ""
+    staying = [n for n in workers if n not in removing]
+    if any(n in nodes and nodes[n].is_ready and not nodes[n].unschedulable for n in staying):
+        return ""
+    others = "; ".join(f"{n} {nodes[n].status if n in nodes else 'has no Node object'}" for n in staying)
+    return (f"removing {', '.join(removing)} would leave no Ready, schedulable worker"
+            + (f" ({others})" if others else "") + f", and {pods_to_evict} pods would have nowhere to go")
+
+
+def stalling_budgets(pods_by_node: Mapping[str, Sequence[Mapping[str, Any]]],
+                     budgets: Sequence[DisruptionBudget]) -> list[str]:
+    """One line per PodDisruptionBudget that allows no disruption now and covers a pod to evict.
+
+    ``pods_by_node`` maps each node to drain to its pods to evict. An eviction such a budget covers is
+    refused until the budget allows one, so a drain waits for it until its timeout. Empty when none.
+    """
+    lines = []
+    for budget in budgets:
+        if budget.allowed > 0:
+            continue
+        covered = [f"{(x.get('metadata') or {}).get('namespace', 'default')}/{(x.get('metadata') or {}).get('name')}"
+                   f" on {node}" for node, pods in pods_by_node.items() for x in pods if budget.matches(x)]
+        if covered:
+            lines.append(f"PodDisruptionBudget {budget.namespace}/{budget.name} allows 0 disruptions and covers "
+                         + ", ".join(covered))
+    return lines

@@ -1,4 +1,5 @@
-"""Library pieces of the add-worker and remove-worker runbooks: remove-node's vars, inventory edits,
+"""Library pieces of the add-worker and remove-worker runbooks: remove-node's vars, inventory edits, the
+remove-worker preflight's decisions (already removed, last worker, stalling budgets),
 deleting the test app, waiting for a rollout, disruption budgets and the DNS hook."""
 
 from __future__ import annotations
@@ -142,3 +143,60 @@ def test_dns_command_and_hook(tmp_path: Path) -> None:
     assert out.read_text() == "a.example 1.2.3.4"
     with pytest.raises(errors.CommandFailed):
         ingress.update_dns([sys.executable, "-c", "raise SystemExit(3)", "{ips}"], "a.example", [], timeout=30)
+
+
+# ---- remove-worker's preflight decisions
+
+
+def _node(name: str, ready: str = "True", cordoned: bool = False) -> kube.NodeInfo:
+    return kube.NodeInfo(name, ready, (), (), cordoned)
+
+
+def test_already_removed_needs_the_backup_and_no_node_object() -> None:
+    backup = inventory.load(DATA / "inventory.current.ini")
+    current = inventory.workers.without_hosts(backup, ["node5"])
+    names = ["node4", "node5", "node9"]
+    assert inventory.workers.already_removed(names, current, backup, {"node1", "node4"}) == ["node5"]
+    assert inventory.workers.already_removed(names, current, None, {"node1"}) == [], "no .bak: a typo"
+    assert inventory.workers.already_removed(["node5"], current, backup, {"node5"}) == [], "still in the API"
+    assert inventory.workers.already_removed(["node5"], backup, backup, set()) == [], "still in the inventory"
+    not_worker = inventory.workers.without_hosts(backup, ["node1"])
+    assert inventory.workers.already_removed(["node1"], not_worker, backup, set()) == [], "not a worker in the .bak"
+
+
+def test_last_worker_refusal_counts_ready_schedulable_workers_that_stay() -> None:
+    workers = ["node3", "node4"]
+    ready = {"node3": _node("node3"), "node4": _node("node4")}
+    refuse = inventory.workers.last_worker_refusal
+    assert refuse(workers, ["node4"], ready, 3) == ""
+    for why, nodes in (("NotReady", {**ready, "node3": _node("node3", "False")}),
+                       ("Ready,SchedulingDisabled", {**ready, "node3": _node("node3", cordoned=True)}),
+                       ("has no Node object", {"node4": ready["node4"]})):
+        text = refuse(workers, ["node4"], nodes, 3)
+        assert text.startswith("removing node4 would leave no Ready, schedulable worker") and f"node3 {why}" in text
+        assert "3 pods would have nowhere to go" in text
+        assert refuse(workers, ["node4"], nodes, 3, allow_last_worker=True) == ""
+        assert refuse(workers, ["node4"], nodes, 0) == "", "nothing to evict"
+    assert "no Ready, schedulable worker, and 2 pods" in refuse(workers, workers, ready, 2)
+
+
+def test_stalling_budgets_name_budgets_with_no_disruption_allowed() -> None:
+    pod = {"metadata": {"namespace": "default", "name": "web-1", "labels": {"app": "web"}}}
+    other = {"metadata": {"namespace": "default", "name": "db-1", "labels": {"app": "db"}}}
+    blocked = kube.DisruptionBudget("default", "web", {"app": "web"}, 0)
+    free = kube.DisruptionBudget("default", "db", {"app": "db"}, 1)
+    assert inventory.workers.stalling_budgets({"node4": [pod, other]}, [blocked, free]) == [
+        "PodDisruptionBudget default/web allows 0 disruptions and covers default/web-1 on node4"]
+    assert inventory.workers.stalling_budgets({"node4": [other]}, [blocked, free]) == []
+    assert inventory.workers.stalling_budgets({}, [blocked]) == []
+
+
+def test_load_backup_reads_the_bak_in_the_inventory_format(tmp_path: Path) -> None:
+    for name in ("inventory.current.ini", "hosts.commented.yaml"):
+        path = tmp_path / name
+        assert inventory.workers.load_backup(path) is None
+        original = inventory.load(DATA / name)
+        inventory.workers.backup_path(path).write_text(original.dumps())
+        assert inventory.workers.backup_path(path).name == f"{name}.bak"
+        backup = inventory.workers.load_backup(path)
+        assert backup is not None and backup.workers == original.workers and backup.path.name.endswith(".bak")
