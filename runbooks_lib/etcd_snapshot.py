@@ -120,16 +120,23 @@ def local_sha256(path: str | os.PathLike) -> str:
 
 # One remote shell script (constant; the snapshot path and the etcdctl command line are its arguments):
 # save, snapshot status (etcdutl where installed), sha256 and the live key count at the snapshot's
-# revision, in one SSH round trip. Prints the status JSON, the sha256sum line and the count JSON.
+# revision, in one SSH round trip. The sha256 runs beside the status and the count (each reads the
+# whole file or database once). Prints the status JSON, the sha256sum line and the count JSON.
 _SAVE_AND_VERIFY = r"""set -e
 snap=$1; shift
 "$@" snapshot save "$snap" >/dev/null
+sum=$(mktemp)
+trap 'rm -f -- "$sum"' EXIT
+sha256sum -- "$snap" >"$sum" &
+hashing=$!
 if command -v etcdutl >/dev/null 2>&1; then status=$(etcdutl snapshot status "$snap" -w json)
 else status=$("$@" snapshot status "$snap" -w json); fi
-printf '%s\n' "$status"
-sha256sum -- "$snap"
 rev=$(printf '%s' "$status" | sed -n 's/.*"revision":\([0-9]*\).*/\1/p')
-"$@" get "" --prefix --keys-only --limit=1 --rev="$rev" -w json
+count=$("$@" get "" --prefix --keys-only --limit=1 --rev="$rev" -w json)
+wait "$hashing"
+printf '%s\n' "$status"
+cat -- "$sum"
+printf '%s\n' "$count"
 """
 
 
