@@ -42,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     lab.snapshot_all(SNAPSHOT)
     inventory_dir = Path(args.inventory_dir or tempfile.mkdtemp(prefix="kubespray-bench-"))
     try:
-        for name in lab.machine_names():
-            lab.reimage(name)
-        for row in lab.status():
-            if row.state != "running":
-                lab.poweron(row.name)
-        cluster.close_ssh_masters()
+        cluster.fresh_machines(lab)
         description = lab.description()
         hosts = cluster.write_inventory(inventory_dir, description)
         print(f"lab: {len(description['machines'])} machines; inventory {hosts}", flush=True)

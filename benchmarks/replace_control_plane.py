@@ -27,25 +27,7 @@ from pathlib import Path
 from runbooks_lib import runner
 from runbooks_lib.lab import cluster
 from runbooks_lib.lab.machines import Lab
-from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster, install_params, replace_params, run_install, serve_app_name
-
-
-def _install(lab: Lab, workdir: Path, checkout: Path) -> Path:
-    for name in lab.machine_names():
-        lab.reimage(name)
-    for row in lab.status():
-        if row.state != "running":
-            lab.poweron(row.name)
-    cluster.close_ssh_masters()
-    inventory_dir = workdir / "installed"
-    inventory_dir.mkdir()
-    params = install_params(inventory_dir / "install.yaml", inventory_dir, lab.description(),
-                            kubespray_dir=str(checkout))
-    result = run_install(params, workdir / "install-runs", dry_run=False, confirm="lab")
-    if result.exit_code != 0:
-        raise SystemExit(f"install failed: {result.line()}")
-    lab.snapshot_all(SNAPSHOT)
-    return inventory_dir
+from tests.lab.cluster_fixtures import SNAPSHOT, LabCluster, install_afresh, replace_params, serve_app_name
 
 
 def _one(lab: Lab, installed: Path, path: str, workdir: Path, checkout: Path) -> dict:
@@ -94,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     server = serve_app_name(lab.description())
     results = []
     try:
-        installed = Path(args.inventory_dir) if args.inventory_dir else _install(lab, workdir, checkout)
+        installed = Path(args.inventory_dir) if args.inventory_dir else install_afresh(lab, workdir, checkout)
         for path in paths:
             results.append(_one(lab, installed, path, workdir, checkout))
     finally:

@@ -94,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     lab.up(nodes=5)
     lab.snapshot_all(SAVED)
     try:
-        for name in lab.machine_names():
-            lab.reimage(name)
-        for row in lab.status():
-            if row.state != "running":
-                lab.poweron(row.name)
-        cluster.close_ssh_masters()
+        cluster.fresh_machines(lab)
         description = lab.description()
         inventory_dir = work / "inventory"
         hosts = cluster.write_inventory(inventory_dir, description)  # what `runbooks lab cluster --no-install` does

@@ -258,6 +258,21 @@ def ansible_playbook_path() -> Path:
     return path
 
 
+def fresh_machines(lab: Lab) -> None:
+    """Every machine reimaged and running, and this lab's persisted SSH connections closed.
+
+    Side effects: every disk is blank again (a fresh Debian), each machine has a
+    new host key (pinned in the lab's known_hosts), a powered-off machine is
+    booted. Rollback: ``lab.restore_all(NAME)`` of a snapshot taken before.
+    """
+    for name in lab.machine_names():
+        lab.reimage(name)
+    for row in lab.status():
+        if row.state != "running":
+            lab.poweron(row.name)
+    close_ssh_masters()
+
+
 def close_ssh_masters(control_dir: Path | None = None) -> None:
     """Close Ansible's persisted SSH connections (ControlPersist).
 

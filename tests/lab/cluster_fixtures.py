@@ -154,6 +154,24 @@ def run_install(params: Path, runs: Path, **overrides: object) -> runner.RunResu
                       progress_bar=False, cell_timeout=INSTALL_CELL_TIMEOUT)
 
 
+def install_afresh(lab: Lab, workdir: Path, checkout: Path = cluster.KUBESPRAY_DIR) -> Path:
+    """For benchmarks: every machine fresh, the install runbook with ``checkout``, the lab-wide snapshot SNAPSHOT.
+
+    Returns the installed cluster's inventory directory (``workdir/installed``). Raises RuntimeError
+    naming the run record when the install fails. Side effects: every disk is replaced.
+    """
+    cluster.fresh_machines(lab)
+    inventory_dir = workdir / "installed"
+    inventory_dir.mkdir()
+    params = install_params(inventory_dir / "install.yaml", inventory_dir, lab.description(),
+                            kubespray_dir=str(checkout))
+    result = run_install(params, workdir / "install-runs", dry_run=False, confirm="lab")
+    if result.exit_code != 0:
+        raise RuntimeError(f"install failed: {result.line()}")
+    lab.snapshot_all(SNAPSHOT)
+    return inventory_dir
+
+
 @pytest.fixture(scope="session")
 def kubespray_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     """The install runbook on fresh disks of the session lab, then a lab-wide snapshot (reused by restored_cluster)."""
