@@ -337,6 +337,10 @@ class Lab:
                 nspawn_pid = nspawn.read_int(self._mdir(name) / "nspawn.pid")
                 if nspawn_pid:
                     nspawn.wait_exit(nspawn_pid, 60)
+            if mode == "hard":
+                # Silent first, as a power cut: killing the machine's processes would otherwise reset its
+                # open connections and refuse new ones until the kill completes (~0.2 s).
+                net.block_port(self.config, self.config.veth_of(name))
             self._kill(name)
             net.silence(self.config, ip)
             net.forget_neighbour(ip, self._running_pids(exclude=name))

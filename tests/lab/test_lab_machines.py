@@ -86,8 +86,16 @@ def test_hard_poweroff_makes_the_ip_silent_and_poweron_restores_disk(running_lab
     bridge_mac = Path(f"/sys/class/net/{lab.config.bridge}/address")
     assert bridge_mac.read_text().strip() == net.bridge_mac(lab.config)
     lab.ssh("node3", "echo kept-across-power-cycle > /root/marker", timeout=30)
+    # A connection open when the power goes: a dead VPS sends nothing more, no reset.
+    open_conn = socket.create_connection((lab.config.ip_of("node3"), 22), timeout=5)
+    open_conn.recv(64)  # sshd's banner
     lab.poweroff("node3", mode="hard")
     try:
+        open_conn.settimeout(2)
+        open_conn.sendall(b"SSH-2.0-probe\r\n")
+        with pytest.raises(TimeoutError):
+            open_conn.recv(64)
+        open_conn.close()
         assert {r.name: r.state for r in lab.status()}["node3"] == "off"
         outcome, elapsed = connect_outcome(lab.config.ip_of("node3"), 22, timeout=3)
         assert outcome == "timeout", f"a dead VPS must make connects hang, got {outcome} after {elapsed:.1f}s"
