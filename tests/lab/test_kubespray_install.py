@@ -15,6 +15,7 @@ import pytest
 from runbooks_lib import kubespray
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import LabCluster
+from tests.lab.processes import descendants
 from tests.waiting import wait_until, wait_value
 
 pytestmark = pytest.mark.lab
@@ -196,24 +197,6 @@ def test_remove_node_requires_the_node_variable_from_v2_28(kubespray_cluster: La
     assert list(run.recap) == ["localhost"]  # refused before touching a machine
 
 
-def _descendants(root: int) -> list[int]:
-    """PIDs of every process below ``root`` (read from /proc), deepest first."""
-    from pathlib import Path
-
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: list[int] = []
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found[::-1]
-
-
 def test_prompts_wait_for_an_answer(kubespray_cluster: LabCluster) -> None:
     import fcntl
     import os
@@ -259,7 +242,7 @@ def test_prompts_wait_for_an_answer(kubespray_cluster: LabCluster) -> None:
         assert proc.poll() is None, "remove-node.yml went on without an answer"
     finally:
         # Ansible's workers start their own sessions: kill the whole tree, not just the group.
-        for pid in [*_descendants(proc.pid), proc.pid]:
+        for pid in [*descendants(proc.pid), proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)

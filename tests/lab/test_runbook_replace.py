@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import pytest
 from runbooks_lib import runner
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import LabCluster, install_params, replace_params, run_install
+from tests.lab.processes import kill_run
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -56,25 +56,6 @@ def _members(c: LabCluster, on: str = "node2") -> list[dict]:
     return json.loads(c.etcdctl(on, "member", "list", "-w", "json").stdout)["members"]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children first found through /proc's parent links)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == current]
-        found += children
-        frontier += children
-    return found
-
-
 def _start_cli(params: Path, runs: Path) -> subprocess.Popen:
     """``runbooks run replace-control-plane`` as an operator starts it, in its own process group."""
     return subprocess.Popen(
@@ -85,18 +66,8 @@ def _start_cli(params: Path, runs: Path) -> subprocess.Popen:
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the run's process group and everything it started (the kernel, ansible-playbook, ssh)."""
-    victims = _descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # it ended by itself (a refusal): the assertions after say why
-        pass
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
+    """SIGKILL the run and everything it started (the kernel, ansible-playbook, ssh)."""
+    kill_run(proc)
     cluster.close_ssh_masters()
 
 

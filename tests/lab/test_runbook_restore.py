@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,39 +22,12 @@ import pytest
 from runbooks_lib.etcd_restore import MARKER
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import LabCluster, replace_params
+from tests.lab.processes import kill_run
 from tests.lab.test_runbook_snapshot import restore_params, run, summary, target_params
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (by /proc parent links), deepest last."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the run and everything it started (the kernel runs in its own session)."""
-    pids = [proc.pid, *_descendants(proc.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(30)
 
 
 @pytest.mark.timeout(1800)  # a snapshot run, a refused replace, a killed restore run and a full one
@@ -94,7 +66,7 @@ def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabClu
             assert time.monotonic() < deadline, "the restore never got node2's etcd started"
             time.sleep(1)
     finally:
-        _kill_tree(proc)
+        kill_run(proc)
     assert proc.returncode != 0
 
     # Second run: resumes and converges.
