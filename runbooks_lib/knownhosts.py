@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -22,7 +23,8 @@ from runbooks_lib import errors, local
 
 # ssh options that decide which host keys are trusted: replaced, never kept from a checkout's ansible.cfg.
 HOST_KEY_OPTIONS = frozenset({"userknownhostsfile", "globalknownhostsfile", "stricthostkeychecking",
-                              "updatehostkeys", "hostkeyalias", "knownhostscommand"})
+                              "updatehostkeys", "hostkeyalias", "knownhostscommand", "verifyhostkeydns",
+                              "checkhostip"})
 # Ansible's ssh_args default (used when ansible.cfg sets none).
 ANSIBLE_DEFAULT_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
 
@@ -113,13 +115,32 @@ def scan(address: str, *, port: int = 22, timeout: float = 15.0) -> tuple[Pinned
     return tuple(keys)
 
 
+@functools.lru_cache(maxsize=None)
+def knownhostscommand_supported(ssh: str = "ssh") -> bool:
+    """Whether the local OpenSSH knows ``KnownHostsCommand`` (8.5+). Asked once: ``ssh -G`` connects nowhere.
+
+    False only when ssh ran and rejected the option; a missing or hanging ssh
+    counts as True (the option stays, and an ssh that cannot run fails anyway).
+    """
+    try:
+        res = local.run([ssh, "-G", "-F", "/dev/null", "-o", "KnownHostsCommand=none", "127.0.0.1"],
+                        timeout=5, check=False)
+    except errors.RunbookError:
+        return True
+    return res.ok or res.timed_out or "knownhostscommand" not in res.stderr.lower()
+
+
 def ssh_args(base: str | None, known_hosts: str | Path) -> str:
     """``base`` ssh options with every host-key option replaced by strict checking against ``known_hosts``.
 
     Keeps everything else (Kubespray's ControlMaster, ControlPersist,
     ConnectionAttempts...). OpenSSH takes the first value of an option, and
     Ansible puts ssh_args first on the command line, so these win over any
-    UserKnownHostsFile in the inventory's ansible_ssh_common_args. Raises
+    UserKnownHostsFile in the inventory's ansible_ssh_common_args. Forced:
+    UserKnownHostsFile=KNOWN_HOSTS, GlobalKnownHostsFile=/dev/null,
+    StrictHostKeyChecking=yes, UpdateHostKeys=no, KnownHostsCommand=none (left
+    out for an OpenSSH older than 8.5, which cannot run one:
+    :func:`knownhostscommand_supported`), VerifyHostKeyDNS=no. Raises
     BadParameters for a known_hosts path with whitespace (ssh would split it).
     """
     path = str(Path(known_hosts).expanduser().resolve())
@@ -144,6 +165,9 @@ def ssh_args(base: str | None, known_hosts: str | Path) -> str:
             kept += ["-o", option]
     kept += ["-o", f"UserKnownHostsFile={path}", "-o", "GlobalKnownHostsFile=/dev/null",
              "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no"]
+    if knownhostscommand_supported():
+        kept += ["-o", "KnownHostsCommand=none"]
+    kept += ["-o", "VerifyHostKeyDNS=no"]
     return shlex.join(kept)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runbooks_lib import errors, knownhosts, local
+from runbooks_lib.inventory import ssh_pins
 from runbooks_lib.runbook import redact
 
 # Logical name -> file names, preferred first. facts.yml moved to playbooks/ in
@@ -442,6 +443,39 @@ def _host_key_error(run: PlaybookRun) -> errors.HostKeyError:
     )
 
 
+def check_ssh_pins(inventory: str | Path, ansible_env: Mapping[str, str] | None = None, *,
+                   known_hosts: str | Path | None = None, trusted_ssh: tuple[str, ...] = ()) -> None:
+    """Raise PreconditionFailed when the inventory or ``ansible_env`` would undo the pinned host keys.
+
+    Lists every offending setting (:func:`runbooks_lib.inventory.ssh_pins.problems`:
+    ansible_ssh_args, host-key options in ansible_ssh_common_args/extra_args,
+    ansible_host_key_checking, an ansible_connection other than ssh, in the
+    inventory, group_vars/ or host_vars/; ANSIBLE_SSH_ARGS and the like in
+    ``ansible_env``). ``known_hosts``: the run's file, which UserKnownHostsFile
+    may name; ``trusted_ssh``: ssh wrappers the caller vouches for. Reads files only; :func:`run` calls it first.
+    """
+    found = ssh_pins.problems(inventory, ansible_env, known_hosts=known_hosts, trusted_ssh=trusted_ssh)
+    if found:
+        raise errors.PreconditionFailed(
+            f"{len(found)} setting(s) would undo the pinned SSH host keys; nothing was run:\n"
+            + "\n".join(f"  - {line}" for line in found),
+            fix="remove each setting named above from the inventory, its group_vars/host_vars or ansible_env "
+                "(ssh options such as ProxyJump belong in ansible_ssh_common_args, without host-key options); "
+                "host keys are always verified against the pinned known_hosts",
+        )
+
+
+def _inventory_of(cmd: PlaybookCommand) -> str:
+    argv = list(cmd.argv)
+    for i, word in enumerate(argv):
+        if word in ("-i", "--inventory", "--inventory-file") and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--inventory="):
+            return word.split("=", 1)[1]
+    raise errors.BadParameters(f"no inventory (-i) in {shlex.join(argv)}",
+                               fix="build the command with kubespray.command(..., inventory=...)")
+
+
 def run(
     cmd: PlaybookCommand,
     *,
@@ -451,12 +485,17 @@ def run(
     check: bool = True,
     dry_run: bool = False,
     env: Mapping[str, str] | None = None,
+    trusted_ssh: tuple[str, ...] = (),
 ) -> PlaybookRun:
     """Run an ansible-playbook command in the checkout, streaming its output.
 
     Every output line (colours stripped, secrets redacted) goes to ``on_line``
     and to ``log_path``. The whole process group is killed after ``timeout``
     seconds. ``dry_run`` returns the command without running anything.
+    First, in dry runs too (so a dry run shows what a real one would refuse),
+    :func:`check_ssh_pins` raises PreconditionFailed when the inventory or
+    ``env`` would undo the pinned host keys (``trusted_ssh``: ssh wrappers the
+    caller vouches for in ANSIBLE_SSH_EXECUTABLE); nothing is started then.
     Raises PlaybookFailed naming the failed task(s), host(s) and message, or
     WaitTimedOut naming the playbook and the task it was stuck in;
     HostKeyError (before PlaybookFailed) when a host's SSH key is unknown or
@@ -465,6 +504,7 @@ def run(
     (``host_key_failures`` set). Side effects: whatever
     the playbook does; the log file is appended.
     """
+    check_ssh_pins(_inventory_of(cmd), env, known_hosts=cmd.known_hosts, trusted_ssh=trusted_ssh)
     log = Path(log_path) if log_path is not None else None
     if dry_run:
         return PlaybookRun(cmd, None, {}, (), log, 0.0, dry_run=True)

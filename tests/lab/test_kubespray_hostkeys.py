@@ -49,6 +49,16 @@ def test_reimaged_node_with_unpinned_key_fails_before_any_task(restored_cluster:
     assert change.old_fingerprint in text and change.new_fingerprint in text
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in text
     assert f"ssh-keygen -R {ip}" in text and "console" in text
+
+    # A hostile inventory that would accept the changed key is refused before anything runs.
+    hostile = c.inventory_dir / "host_vars" / f"{VICTIM}.yml"
+    hostile.parent.mkdir(exist_ok=True)
+    hostile.write_text('ansible_ssh_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"\n')
+    log = c.inventory_dir / "hostile.log"
+    with pytest.raises(errors.PreconditionFailed, match=f"host {VICTIM} sets ansible_ssh_args") as refused:
+        cluster.run_playbook("facts", c.hosts, known_hosts=known, limit=VICTIM, timeout=300, log_path=log)
+    assert "nothing was run" in str(refused.value) and not log.exists()
+    hostile.unlink()
     # The presented key is the one the machine offers (ssh-keyscan: for the test's comparison only).
     assert change.new_fingerprint in [k.fingerprint for k in knownhosts.scan(ip)]
     run = info.value.run  # type: ignore[attr-defined]

@@ -369,7 +369,8 @@ def test_ssh_args_replace_every_host_key_option_in_either_spelling() -> None:
     words = args.split()
     assert words[:4] == ["-C", "-o", "ControlPersist=60s", "-o"]
     assert "accept-new" not in args and "/etc/ssh/x" not in args
-    assert words.count("-o") == 5
+    assert words.count("-o") == 7  # ControlPersist + the six forced host-key options
+    assert words[-4:] == ["-o", "KnownHostsCommand=none", "-o", "VerifyHostKeyDNS=no"]
     assert knownhosts.ssh_args(None, "/kh/known_hosts").startswith("-C -o ControlMaster=auto -o ControlPersist=60s")
     with pytest.raises(errors.BadParameters, match="whitespace"):
         knownhosts.ssh_args(None, "/a b/known_hosts")
@@ -380,9 +381,13 @@ def test_the_run_environment_cannot_switch_checking_off(tmp_path: Path, checkout
     fake = _fake_ansible(tmp_path, OUT / "ok.txt", 0)
     cmd = kubespray.command(checkout, "cluster", inventory=inventory_file, known_hosts=_kh(inventory_file),
                             ansible_playbook=fake)
-    kubespray.run(cmd, timeout=30, env={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_SSH_ARGS": "-o X=y"})
+    # Refused before anything starts (runbooks_lib.inventory.ssh_pins); cmd.env would also win over them.
+    with pytest.raises(errors.PreconditionFailed, match="ANSIBLE_HOST_KEY_CHECKING .*\n.*ANSIBLE_SSH_ARGS"):
+        kubespray.run(cmd, timeout=30, env={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_SSH_ARGS": "-o X=y"})
+    assert not (tmp_path / "invocation.json").exists()
+    kubespray.run(cmd, timeout=30, env={"ANSIBLE_TIMEOUT": "5"})
     env = json.loads((tmp_path / "invocation.json").read_text())["env"]
-    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True" and env["ANSIBLE_TIMEOUT"] == "5"
     assert env["ANSIBLE_SSH_ARGS"] == cmd.env["ANSIBLE_SSH_ARGS"]
 
 
