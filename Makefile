@@ -69,9 +69,12 @@ demo: setup
 
 # JupyterLab on loopback only, notebooks/ as its root, this virtualenv's kernel; NOTEBOOKS_PORT=N to move it.
 # The address it prints carries the token; reach it from another machine through an SSH tunnel.
+# A notebook's site values (empty in its parameters cell) come from RUNBOOKS_PARAMS: the lab's file here,
+# `make lab-notebooks RUNBOOKS_PARAMS=params/my-cluster.yaml` for yours.
 NOTEBOOKS_PORT ?= 8888
+RUNBOOKS_PARAMS ?= params/lab.yaml
 lab-notebooks: venv
-	$(PY) -m runbooks_lib.notebook_server --port $(NOTEBOOKS_PORT)
+	RUNBOOKS_PARAMS=$(RUNBOOKS_PARAMS) $(PY) -m runbooks_lib.notebook_server --port $(NOTEBOOKS_PORT)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests

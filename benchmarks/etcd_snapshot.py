@@ -112,7 +112,8 @@ def main() -> int:
 
     base = {"cluster_name": "lab", "inventory": str(args.inventory_dir / "hosts.yaml"),
             "kubeconfig": str(args.inventory_dir / "artifacts" / "admin.conf"), "ssh_key": desc["ssh_key"],
-            "known_hosts": desc["known_hosts"], "backup_dir": str(work / "backups")}
+            "known_hosts": desc["known_hosts"], "backup_dir": str(work / "backups"),
+            "kubespray_dir": str(cluster.KUBESPRAY_DIR), "app_host": "uuid.awesome.lab"}
     (work / "snap.yaml").write_text(yaml.safe_dump(base))
     (work / "restore.yaml").write_text(yaml.safe_dump({**base, "ansible_playbook": str(cluster.ansible_playbook_path()),
                                                         "ansible_env": cluster.playbook_env()}))

@@ -52,7 +52,7 @@ def _with_flags(c: LabCluster, workdir: Path, checkout: Path) -> dict:
     params.write_text(json.dumps({
         "cluster_name": "lab", "inventory": str(c.hosts), "kubespray_dir": str(checkout),
         "ansible_playbook": str(cluster.ansible_playbook_path()), "kubeconfig": str(c.kubeconfig),
-        "ssh_key": d["ssh_key"], "known_hosts": d["known_hosts"], "remove": ["node4"],
+        "ssh_key": d["ssh_key"], "known_hosts": d["known_hosts"], "remove": ["node4"], "app_host": "uuid.awesome.lab",
         "ansible_env": cluster.playbook_env()}))
     started = time.monotonic()
     result = runner.run(runner.find("remove-worker"), files=[params], runs=workdir / "runs",

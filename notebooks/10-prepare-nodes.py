@@ -51,7 +51,6 @@ import paramiko
 from IPython.display import display
 
 from runbooks_lib import nodes, runbook, schemas, ssh
-from runbooks_lib import inventory as inventory_lib
 from runbooks_lib.errors import PreconditionFailed, RunbookError
 
 pd.set_option("display.width", 200)
@@ -59,26 +58,28 @@ pd.set_option("display.max_colwidth", 120)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter. The defaults are the lab's (`params/lab.yaml`); `${RUNBOOKS_LAB_DIR:-...}`
-# follows the lab in use, `RUNBOOKS_LAB_INVENTORY_DIR` an inventory written elsewhere and `RUNBOOKS_LAB_DNS`
-# the lab's DNS server (dnsmasq on the lab bridge, `runbooks lab dns`). Relative paths are relative to the
-# repository root. A real cluster sets `upstream_dns_servers` to its provider's resolvers.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
+# `upstream_dns_servers` are the resolvers systemd-resolved forwards to: your provider's.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (not used by this runbook)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook command (not used by this runbook)
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig (not used by this runbook)
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: Kubespray inventory
+kubespray_dir: Path = ""  # Kubespray checkout (not used by this runbook)
+ansible_playbook: Path = ""  # ansible-playbook command (not used by this runbook)
+kubeconfig: Path = ""  # admin kubeconfig (not used by this runbook)
 ssh_user: str = "root"  # SSH user on the machines (another user needs passwordless sudo)
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
-hosts: dict[str, str] = {}  # name -> address, for the install runbook (this one reads the inventory)
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys
+hosts: dict[str, str] = {}  # name -> address: the machines before the first install (then the inventory's)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
 limit: list[str] = []  # inventory host names to prepare; empty: every host
-upstream_dns_servers: list[str] = ["${RUNBOOKS_LAB_DNS:-10.213.7.1}"]  # DNS servers systemd-resolved forwards to
+upstream_dns_servers: list[str] = []  # required: DNS servers systemd-resolved forwards to
 install_python: bool = True  # apt-get install python3 where it is missing (else refuse)
 dry_run: bool = True  # only show the plan; set False (and confirm) to change the machines
 confirm: str = ""  # headless confirmation: the cluster name
@@ -86,21 +87,18 @@ timeout_s: float = 120.0  # bound of each remote command, seconds
 
 # %% [markdown]
 # ## Validate
-# Types and unknown keys are checked against `runbooks_lib.schemas.PrepareParams`, then the hosts in `limit`
-# against the inventory and the upstream DNS servers (IP addresses, not loopback: resolved must not ask
-# itself). Nothing is contacted yet.
+# Types and unknown keys are checked against `runbooks_lib.schemas.PrepareParams`. The machines come from
+# the inventory when it exists (after the install it is the source of truth), else from `hosts`: this
+# runbook runs before the first install, when only your parameter file knows the machines. Then the hosts
+# in `limit` and the upstream DNS servers (IP addresses, not loopback: resolved must not ask itself).
+# Nothing is contacted yet.
 
 # %%
 p = schemas.from_namespace(schemas.PrepareParams, globals())
-if not p.inventory.is_file():
-    raise PreconditionFailed(f"the inventory {p.inventory} does not exist; nothing was contacted",
-                             fix="check the inventory parameter (`runbooks lab cluster --no-install` writes the lab's)")
-inv = inventory_lib.Inventory.load(p.inventory)
-chosen = schemas.check_prepare(p, list(inv.hosts))
-address = {name: inv.host(name).address for name in chosen}
+address, source = nodes.prepare_targets(p)
+chosen = list(address)
 sudo = p.ssh_user != "root"
-print(f"target {p.cluster_name}: {len(chosen)} of {len(inv.hosts)} hosts from {p.inventory.name}, "
-      f"upstream DNS {', '.join(p.upstream_dns_servers)}")
+print(f"target {p.cluster_name}: {len(chosen)} hosts from {source}, upstream DNS {', '.join(p.upstream_dns_servers)}")
 
 # %% [markdown]
 # ## Preflight

@@ -48,14 +48,13 @@
 # %%
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import etcd, ingress, kube, kubelet_dns, kubespray, nodes, runbook, schemas, ssh
+from runbooks_lib import ansible_check, etcd, ingress, kube, kubelet_dns, kubespray, nodes, runbook, schemas, ssh
 from runbooks_lib import kubeconfig as kubeconfig_lib
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib.errors import PreconditionFailed, RunbookError, WaitTimedOut
@@ -64,22 +63,26 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter. The defaults are the lab's; relative paths are relative to the repository root.
-# No secrets here: the SSH key and the kubeconfig are paths.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # inventory to write or keep: hosts.yaml (YAML) or inventory.ini (INI)
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (run from there)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook of the checkout's environment
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # where the admin kubeconfig is written (mode 0600)
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: inventory to write or keep: hosts.yaml (YAML) or inventory.ini (INI)
+kubespray_dir: Path = ""  # required: Kubespray checkout (run from there)
+ansible_playbook: Path = ""  # the Kubespray checkout's ansible-playbook; empty: KUBESPRAY_DIR/venv/bin/ansible-playbook, else on PATH
+kubeconfig: Path = ""  # required: where the admin kubeconfig is written (mode 0600)
 ssh_user: str = "root"  # SSH user on the machines
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
-hosts: dict[str, str] = {"node1": "10.213.7.11", "node2": "10.213.7.12", "node3": "10.213.7.13", "node4": "10.213.7.14"}  # name -> IP; empty: keep the existing inventory
-control_planes: list[str] = ["node1", "node2"]  # kube_control_plane, in order (the first is special)
-etcd_members: list[str] = ["node1", "node2", "node3"]  # etcd members, an odd number
-workers: list[str] = ["node3", "node4"]  # kube_node
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys
+hosts: dict[str, str] = {}  # name -> IP; empty: keep the existing inventory
+control_planes: list[str] = []  # kube_control_plane, in order (the first is special)
+etcd_members: list[str] = []  # etcd members, an odd number
+workers: list[str] = []  # kube_node
+allow_inventory_rewrite: bool = False  # rewrite an existing inventory from hosts even when that drops or moves a host
 ingress_nginx: bool = True  # ingress-nginx on every node (group_vars/k8s_cluster/addons.yml)
 ingress_host_network: bool = True  # ingress-nginx listens on the nodes' port 80 (host network)
 helm: bool = True  # helm_enabled in addons.yml
@@ -88,12 +91,12 @@ kube_resolv_conf: str = ""  # kubelet's resolvConf (kube_resolv_conf) in group_v
 fix_coredns: bool = True  # fix the CoreDNS CrashLoopBackOff (kubelet resolvConf -> systemd-resolved's upstream file)
 app_name: str = "sticky-session"  # the test app: Deployment, Service and Ingress of this name
 app_namespace: str = "default"  # namespace of the test app
-app_host: str = "uuid.awesome.lab"  # the app's host name (Ingress rule, DNS record)
-dns_server: str = "10.213.7.1"  # DNS server that must resolve app_host to every ingress node; empty: skip
+app_host: str = ""  # required: the app's host name (Ingress rule, DNS record)
+dns_server: str = ""  # DNS server that must resolve app_host to every ingress node; empty: skip
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # headless confirmation: the cluster name
-playbook_timeout_s: float = 1800.0  # bound of cluster.yml, seconds
+playbook_timeout_s: float = 5400.0  # bound of cluster.yml, seconds
 ready_timeout_s: float = 300.0  # bound of each wait (nodes Ready, kube-system, the app), seconds
 timeout_s: float = 30.0  # bound of each remote command and API request, seconds
 
@@ -113,19 +116,20 @@ print(f"target {p.cluster_name}: inventory {p.inventory}, Kubespray {p.kubespray
 # %% [markdown]
 # ## Preflight
 # Read-only. The Kubespray checkout is found and its version shown (its `ansible.cfg` holds the fact
-# cache, so playbooks always run from there). The wanted inventory is built and validated; every host
-# must answer SSH with the key pinned in `known_hosts` (an unknown or changed host key is refused, never
-# accepted) and have python3 (Ansible needs it: run the prepare-nodes runbook first).
+# cache, so playbooks always run from there), and its own ansible-playbook must run and lie inside the
+# Ansible versions the checkout accepts (its `ansible_version.yml` gate, which would otherwise fail the
+# first play). The wanted inventory is built and validated. An existing inventory is the source of truth:
+# `hosts` that would drop a host of it or change its address (a worker added or a control plane replaced
+# since the install) is refused unless `allow_inventory_rewrite`. Every host must answer SSH with the key
+# pinned in `known_hosts` (an unknown or changed host key is refused, never accepted) and have python3
+# (Ansible needs it: run the prepare-nodes runbook first).
 
 # %%
 # papermill_description=Preflight
 checkout = kubespray.detect(p.kubespray_dir)
-playbook_bin = shutil.which(p.ansible_playbook) or (
-    str(Path(sys.executable).parent / "ansible-playbook")
-    if p.ansible_playbook == "ansible-playbook" and (Path(sys.executable).parent / "ansible-playbook").exists() else None)
-if not playbook_bin:
-    raise PreconditionFailed(f"{p.ansible_playbook} not found", fix="install ansible in the Kubespray checkout's "
-                             "environment and pass its path as ansible_playbook")
+ansible = ansible_check.check(p.ansible_playbook, p.kubespray_dir)
+playbook_bin = ansible.path
+print(ansible.line())
 current = inventory_lib.load(p.inventory) if p.inventory.is_file() else None
 if p.hosts:
     wanted = inventory_lib.build(list(p.hosts.values()), names=list(p.hosts), control_planes=list(p.control_planes),
@@ -137,7 +141,14 @@ else:
 wanted.validate()
 inventory_diff = inventory_lib.diff(current, wanted) if current is not None else None
 write_inventory = current is None or not inventory_diff.empty
-address = {name: host.ansible_host or host.ip or name for name, host in wanted.hosts.items()}
+lost = inventory_diff.dropped_or_moved() if inventory_diff is not None else []
+if lost and not p.allow_inventory_rewrite:
+    raise PreconditionFailed(
+        f"the inventory {p.inventory} has hosts that hosts would drop or move: {', '.join(lost)}; after an install "
+        "the inventory is the source of truth (add-worker and replace-control-plane change it); nothing was changed",
+        fix="run with -p hosts '{}' to keep the inventory as it is, or copy its hosts and roles into your parameter "
+            "file; -p allow_inventory_rewrite true rewrites it from hosts anyway")
+address = {name: host.address for name, host in wanted.hosts.items()}
 conns = {name: ssh.Connection(ssh.Host(name, address[name], user=p.ssh_user, key_path=str(p.ssh_key),
                                        known_hosts=str(p.known_hosts)), connect_timeout=min(10.0, p.timeout_s))
          for name in wanted.hosts}

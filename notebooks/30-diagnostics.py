@@ -57,18 +57,21 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter. The defaults are the lab's (`params/lab.yaml`); `${RUNBOOKS_LAB_DIR:-...}`
-# follows the lab in use (`RUNBOOKS_LAB_INVENTORY_DIR`: an inventory written with `runbooks lab cluster --inventory-dir`), and relative paths are relative to the repository root.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the verdict and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (not used by this runbook)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook command (not used by this runbook)
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
+cluster_name: str = ""  # required: the cluster's name: the verdict and runs/CLUSTER/
+inventory: Path = ""  # required: Kubespray inventory
+kubespray_dir: Path = ""  # Kubespray checkout (not used by this runbook)
+ansible_playbook: Path = ""  # ansible-playbook command (not used by this runbook)
+kubeconfig: Path = ""  # required: admin kubeconfig
 ssh_user: str = "root"  # SSH user on the machines (another user runs reads with sudo -n)
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys
 hosts: dict[str, str] = {}  # name -> address, for the install runbook (this one reads the inventory)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)

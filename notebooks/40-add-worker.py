@@ -52,7 +52,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import ingress, kube, kubespray, nodes, runbook, schemas, ssh
+from runbooks_lib import ansible_check, ingress, kube, kubespray, nodes, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib.errors import PreconditionFailed, RunbookError
 
@@ -60,36 +60,40 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter; the defaults are the lab's (node5 is its spare machine). No secrets: the SSH
-# key and the kubeconfig are paths. `dns_command` is your DNS provider's hook: a command whose word
-# `{name}` becomes `app_host` and whose word `{ips}` becomes every ingress node's IP (the full list the
-# name must resolve to). Empty: updating DNS is a manual step, reported at the end.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
+# `dns_command` is your DNS provider's hook: a command whose word `{name}` becomes `app_host` and whose word
+# `{ips}` becomes every ingress node's IP (the full list the name must resolve to). Empty: updating DNS
+# is a manual step, reported at the end.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory (hosts.yaml or inventory.ini)
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (run from there)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook of the checkout's environment
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: Kubespray inventory (hosts.yaml or inventory.ini)
+kubespray_dir: Path = ""  # required: Kubespray checkout (run from there)
+ansible_playbook: Path = ""  # the Kubespray checkout's ansible-playbook; empty: KUBESPRAY_DIR/venv/bin/ansible-playbook, else on PATH
+kubeconfig: Path = ""  # required: admin kubeconfig
 ssh_user: str = "root"  # SSH user on the machines (another user needs passwordless sudo)
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys
 hosts: dict[str, str] = {}  # for the install runbook (this one reads the inventory)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
-new_workers: dict[str, str] = {"node5": "10.213.7.15"}  # the workers to add: name -> IP
-upstream_dns_servers: list[str] = ["${RUNBOOKS_LAB_DNS:-10.213.7.1}"]  # DNS servers systemd-resolved forwards to (as prepare-nodes)
+new_workers: dict[str, str] = {}  # required: the workers to add: name -> IP
+upstream_dns_servers: list[str] = []  # required: DNS servers systemd-resolved forwards to (as prepare-nodes)
 install_python: bool = True  # apt-get install python3 where it is missing (else refuse)
 app_name: str = "sticky-session"  # the test app (Deployment, Service, Ingress) the install runbook deployed
 app_namespace: str = "default"  # namespace of the test app
-app_host: str = "uuid.awesome.lab"  # the app's host name (Ingress rule, DNS name)
+app_host: str = ""  # required: the app's host name (Ingress rule, DNS name)
 dns_server: str = ""  # DNS server to check app_host's A records on; empty: no DNS check
 dns_command: list[str] = []  # DNS hook setting app_host's A records, e.g. ["my-dns", "set", "{name}", "{ips}"]; empty: manual
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # headless confirmation: the cluster name
-playbook_timeout_s: float = 1800.0  # bound of each playbook (facts.yml, scale.yml), seconds
+playbook_timeout_s: float = 3600.0  # bound of each playbook (facts.yml, scale.yml; one cell each), seconds
 ready_timeout_s: float = 300.0  # bound of each wait (node Ready, rollout, ingress, DNS), seconds
 timeout_s: float = 30.0  # bound of each remote command and API request, seconds
 
@@ -118,7 +122,9 @@ print(f"target {p.cluster_name}: add {', '.join(f'{n}={ip}' for n, ip in p.new_w
 # %%
 # papermill_description=Preflight
 checkout = kubespray.detect(p.kubespray_dir)
-playbook_bin = kubespray.ansible_playbook_path(p.ansible_playbook)
+ansible = ansible_check.check(p.ansible_playbook, p.kubespray_dir)
+playbook_bin = ansible.path
+print(ansible.line())
 facts_book, scale_book = checkout.playbook("facts"), checkout.playbook("scale")
 current = inventory_lib.load(p.inventory)
 try:
@@ -233,13 +239,13 @@ else:
 
 # %% [markdown]
 # ## Run facts.yml, then scale.yml --limit
-# From the checkout (its ansible.cfg and fact cache), with `-b`, each bounded by `playbook_timeout_s`;
-# plays, tasks and failures are shown, every line goes to a log beside this run record. Every Kubespray
-# play is `any_errors_fatal`: a dead host anywhere in the inventory aborts `facts.yml` (remove it first
-# with the remove-worker runbook).
+# From the checkout (its ansible.cfg and fact cache), with `-b`, each bounded by `playbook_timeout_s` in a
+# cell of its own (a cell's timeout covers one playbook); plays, tasks and failures are shown, every line
+# goes to a log beside this run record. Every Kubespray play is `any_errors_fatal`: a dead host anywhere in
+# the inventory aborts `facts.yml` (remove it first with the remove-worker runbook).
 
 # %%
-# papermill_description=facts.yml and scale.yml
+# papermill_description=facts.yml
 runs: dict = {}
 output_record = os.environ.get("PAPERMILL_OUTPUT_PATH")
 
@@ -254,16 +260,25 @@ def show(line: str) -> None:
         print(runbook.redact(line.rstrip(" *")), flush=True)
 
 
+def run_playbook(name: str, cmd: kubespray.PlaybookCommand) -> None:
+    """One playbook as a step: its command and log path printed, its plays and tasks shown live."""
+    with steps.step(cmd.playbook) as s:
+        print(f"$ {cmd}\n  (log {log_for(cmd.playbook)})")
+        runs[name] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show,
+                                   log_path=log_for(cmd.playbook), env=p.ansible_env)
+        s.detail = f"exit {runs[name].rc} in {runs[name].duration:.0f} s"
+    print(f"{cmd.playbook}: {s.detail}")
+
+
 if proceed:
-    for name, cmd in (("facts", facts_cmd), ("scale", scale_cmd)):
-        with steps.step(cmd.playbook) as s:
-            print(f"$ {cmd}\n  (log {log_for(cmd.playbook)})")
-            runs[name] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show,
-                                       log_path=log_for(cmd.playbook), env=p.ansible_env)
-            s.detail = f"exit {runs[name].rc} in {runs[name].duration:.0f} s"
-        print(f"{cmd.playbook}: {s.detail}")
+    run_playbook("facts", facts_cmd)
 else:
     steps.skip("playbooks", "dry run" if to_add else "nothing to add")
+
+# %%
+# papermill_description=scale.yml
+if proceed:
+    run_playbook("scale", scale_cmd)
 
 # %% [markdown]
 # ## Verify: Ready, and a pod of the test app on each new worker

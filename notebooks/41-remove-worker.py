@@ -58,7 +58,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import ingress, kube, kubespray, runbook, schemas, ssh
+from runbooks_lib import ansible_check, ingress, kube, kubespray, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib.errors import PlaybookFailed, PreconditionFailed, RunbookError
 
@@ -66,24 +66,28 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter; the defaults are the lab's (node4 is a worker only: node3 is also an etcd
-# member). `dns_command` is your DNS provider's hook (see the add-worker runbook): `{name}` becomes
-# `app_host`, `{ips}` every remaining ingress node's IP. Empty: DNS is a manual step, reported at the end.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
+# `dns_command` is your DNS provider's hook (see the add-worker runbook): `{name}` becomes `app_host`,
+# `{ips}` every remaining ingress node's IP. Empty: DNS is a manual step, reported at the end.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory (hosts.yaml or inventory.ini)
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (run from there)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook of the checkout's environment
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: Kubespray inventory (hosts.yaml or inventory.ini)
+kubespray_dir: Path = ""  # required: Kubespray checkout (run from there)
+ansible_playbook: Path = ""  # the Kubespray checkout's ansible-playbook; empty: KUBESPRAY_DIR/venv/bin/ansible-playbook, else on PATH
+kubeconfig: Path = ""  # required: admin kubeconfig
 ssh_user: str = "root"  # SSH user on the machines
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys
 hosts: dict[str, str] = {}  # for the install runbook (this one reads the inventory)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
-remove: list[str] = ["node4"]  # inventory names of the workers to remove
+remove: list[str] = []  # required: inventory names of the workers to remove
 node_state: str = "auto"  # auto (found by SSH and the Node's Ready condition), alive or dead
 allow_last_worker: bool = False  # remove the last worker even though its pods then have nowhere to go
 drain_timeout_s: int = 120  # bound of the drain of an alive node, seconds
@@ -91,13 +95,13 @@ dead_drain_timeout_s: int = 60  # remove-node's drain_timeout for a dead node, s
 dead_drain_grace_period_s: int = 10  # remove-node's drain_grace_period for a dead node, seconds
 app_name: str = "sticky-session"  # the test app that must keep answering
 app_namespace: str = "default"  # namespace of the test app
-app_host: str = "uuid.awesome.lab"  # the app's host name (Ingress rule, DNS name)
+app_host: str = ""  # required: the app's host name (Ingress rule, DNS name)
 dns_server: str = ""  # DNS server to check app_host's A records on; empty: no DNS check
 dns_command: list[str] = []  # DNS hook setting app_host's A records, e.g. ["my-dns", "set", "{name}", "{ips}"]; empty: manual
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # headless confirmation: the cluster name
-playbook_timeout_s: float = 900.0  # bound of remove-node.yml, seconds
+playbook_timeout_s: float = 1800.0  # bound of remove-node.yml, seconds
 ready_timeout_s: float = 300.0  # bound of each wait (node gone, rollout, ingress), seconds
 timeout_s: float = 30.0  # bound of each remote command and API request, seconds
 
@@ -130,7 +134,9 @@ print(f"target {p.cluster_name}: remove {', '.join(p.remove)} (node state: {p.no
 # %%
 # papermill_description=Preflight
 checkout = kubespray.detect(p.kubespray_dir)
-playbook_bin = kubespray.ansible_playbook_path(p.ansible_playbook)
+ansible = ansible_check.check(p.ansible_playbook, p.kubespray_dir)
+playbook_bin = ansible.path
+print(ansible.line())
 remove_book = checkout.playbook("remove-node")
 current = inventory_lib.load(p.inventory)
 backup_path = inventory_lib.workers.backup_path(p.inventory)
@@ -317,28 +323,39 @@ def show(line: str) -> None:
         print(runbook.redact(line.rstrip(" *")), flush=True)
 
 
+def remove_node(kind: str) -> None:
+    """remove-node.yml for the alive or the dead nodes (one playbook per cell); a dead node's failure is tolerated."""
+    cmd = commands[kind]
+    log = ((Path(output_record).parent if output_record else inventory_dir)
+           / f"{Path(output_record).stem if output_record else 'remove-worker'}.remove-node-{kind}.log")
+    with steps.step(f"remove-node ({kind})") as s:
+        print(f"$ {cmd}\n  (log {log})")
+        started = time.monotonic()
+        try:
+            runs[kind] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show, log_path=log,
+                                       env=p.ansible_env)
+            playbooks[kind] = {"rc": runs[kind].rc, "duration_s": round(runs[kind].duration, 1), "log": str(log)}
+            s.detail = f"exit {runs[kind].rc} in {runs[kind].duration:.0f} s"
+        except PlaybookFailed as e:
+            if kind != "dead":
+                raise
+            # The dead node cannot answer; whether it is gone is decided by its Node object below.
+            playbook_failures[kind] = e.what + (f"\n{e.stderr}" if e.stderr else "")
+            playbooks[kind] = {"rc": e.exit_code, "duration_s": round(time.monotonic() - started, 1),
+                               "log": str(log), "error": playbook_failures[kind]}
+            s.detail = (f"exit {e.exit_code} in {time.monotonic() - started:.0f} s, tolerated for a dead node "
+                        f"(the Node object is deleted next): {playbook_failures[kind]}")
+    print(f"remove-node ({kind}): {s.detail}")
+
+
+if proceed and "alive" in commands:
+    remove_node("alive")
+
+# %%
+# papermill_description=remove-node.yml for dead nodes
+if proceed and "dead" in commands:
+    remove_node("dead")
 if proceed:
-    for kind, cmd in commands.items():
-        log = ((Path(output_record).parent if output_record else inventory_dir)
-               / f"{Path(output_record).stem if output_record else 'remove-worker'}.remove-node-{kind}.log")
-        with steps.step(f"remove-node ({kind})") as s:
-            print(f"$ {cmd}\n  (log {log})")
-            started = time.monotonic()
-            try:
-                runs[kind] = kubespray.run(cmd, timeout=p.playbook_timeout_s, on_line=show, log_path=log,
-                                           env=p.ansible_env)
-                playbooks[kind] = {"rc": runs[kind].rc, "duration_s": round(runs[kind].duration, 1), "log": str(log)}
-                s.detail = f"exit {runs[kind].rc} in {runs[kind].duration:.0f} s"
-            except PlaybookFailed as e:
-                if kind != "dead":
-                    raise
-                # The dead node cannot answer; whether it is gone is decided by its Node object below.
-                playbook_failures[kind] = e.what + (f"\n{e.stderr}" if e.stderr else "")
-                playbooks[kind] = {"rc": e.exit_code, "duration_s": round(time.monotonic() - started, 1),
-                                   "log": str(log), "error": playbook_failures[kind]}
-                s.detail = (f"exit {e.exit_code} in {time.monotonic() - started:.0f} s, tolerated for a dead node "
-                            f"(the Node object is deleted next): {playbook_failures[kind]}")
-        print(f"remove-node ({kind}): {s.detail}")
     with steps.step("Node objects") as s:
         for n in todo:
             if kube.node(api, n, timeout=p.timeout_s) is not None and n in dead:

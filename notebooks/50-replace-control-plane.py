@@ -59,7 +59,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import controlplane, etcd, ingress, knownhosts, kube, kubespray, nodes, replace, runbook, schemas, ssh
+from runbooks_lib import ansible_check, controlplane, etcd, ingress, knownhosts, kube, kubespray, nodes, replace, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib import kubeconfig as kubeconfig_lib
 from runbooks_lib.errors import (CommandFailed, HostKeyError, HostUnreachable, PreconditionFailed, RunbookError,
@@ -69,33 +69,37 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter. The defaults are the lab's; relative paths are relative to the repository root.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # the cluster's inventory (hosts.yaml or inventory.ini), edited in place (.bak kept)
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (run from there)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook of the checkout's environment
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # the admin kubeconfig (its server is switched to a survivor)
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: the cluster's inventory (hosts.yaml or inventory.ini), edited in place (.bak kept)
+kubespray_dir: Path = ""  # required: Kubespray checkout (run from there)
+ansible_playbook: Path = ""  # the Kubespray checkout's ansible-playbook; empty: KUBESPRAY_DIR/venv/bin/ansible-playbook, else on PATH
+kubeconfig: Path = ""  # required: the admin kubeconfig (its server is switched to a survivor)
 ssh_user: str = "root"  # SSH user on the machines
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys (the replacement's too)
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys (the replacement's too)
 hosts: dict[str, str] = {}  # name -> address, for the install runbook (this one reads the inventory)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
-dead_node: str = "node1"  # inventory name of the dead control-plane/etcd node
-replacement: str = "node5"  # inventory name of the replacement (the dead node's own name: the same host reinstalled, same IP)
-replacement_ip: str = "${RUNBOOKS_LAB_SPARE_IP:-10.213.7.15}"  # the new machine's IP (ignored for a same-IP reinstall)
+dead_node: str = ""  # required: inventory name of the dead control-plane/etcd node
+replacement: str = ""  # required: inventory name of the replacement (the dead node's own name: the same host reinstalled, same IP)
+replacement_ip: str = ""  # the new machine's IP (ignored for a same-IP reinstall)
 allow_answering_dead_node: bool = False  # treat dead_node as dead even though its etcd or API answers
-upstream_dns_servers: list[str] = ["${RUNBOOKS_LAB_DNS:-10.213.7.1}"]  # DNS servers for preparing the replacement
-app_host: str = "uuid.awesome.lab"  # the test app's host name, asked on every ingress node at the end
+upstream_dns_servers: list[str] = []  # required: DNS servers for preparing the replacement
+app_host: str = ""  # required: the test app's host name, asked on every ingress node at the end
 kubeconfig_server_after: str = ""  # the kubeconfig's server at the end (https://IP:6443); empty: left at a survivor
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # headless confirmation: the cluster name
 drain_timeout_s: float = 30.0  # bound of the dead node's drain (its pods never confirm), seconds
-playbook_timeout_s: float = 900.0  # bound of each playbook, seconds
+playbook_timeout_s: float = 5400.0  # bound of each playbook, seconds
 ready_timeout_s: float = 300.0  # bound of each wait, seconds
 timeout_s: float = 30.0  # bound of each remote command and API request, seconds
 
@@ -128,6 +132,8 @@ print(f"target {p.cluster_name}: replace {p.dead_node} with "
 # %%
 # papermill_description=Preflight
 checkout = kubespray.detect(p.kubespray_dir)
+ansible = ansible_check.check(p.ansible_playbook, p.kubespray_dir)
+print(ansible.line())
 inv = inventory_lib.load(p.inventory)
 resumed = replace.resuming(inv, p.dead_node, p.replacement)
 if p.dead_node not in inv.hosts and not resumed:
@@ -351,7 +357,7 @@ runs: dict = {}
 def playbook(name: str, key: str, **kwargs) -> kubespray.PlaybookRun:
     """Run one Kubespray playbook from the checkout, its log beside the run record; raise on failure."""
     cmd = kubespray.command(checkout, name, inventory=p.inventory, known_hosts=p.known_hosts,
-                            ansible_playbook=p.ansible_playbook, **kwargs)
+                            ansible_playbook=ansible.path, **kwargs)
     log_path = run_dir / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{key}.log"
     print(f"$ {' '.join(cmd.argv)}\n  (in {cmd.cwd}; log {log_path})", flush=True)
     result = kubespray.run(cmd, timeout=p.playbook_timeout_s, log_path=log_path, env=p.ansible_env)

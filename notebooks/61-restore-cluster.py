@@ -68,7 +68,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import etcd, etcd_restore, etcd_snapshot, ingress, kube, kubespray, nodes, runbook, schemas, ssh
+from runbooks_lib import ansible_check, etcd, etcd_restore, etcd_snapshot, ingress, kube, kubespray, nodes, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib.errors import PreconditionFailed, RunbookError
 
@@ -76,30 +76,34 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter. The defaults are the lab's; relative paths are relative to the repository root.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (run from there)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook of the checkout's environment
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: Kubespray inventory
+kubespray_dir: Path = ""  # required: Kubespray checkout (run from there)
+ansible_playbook: Path = ""  # the Kubespray checkout's ansible-playbook; empty: KUBESPRAY_DIR/venv/bin/ansible-playbook, else on PATH
+kubeconfig: Path = ""  # required: admin kubeconfig
 ssh_user: str = "root"  # SSH user on the machines
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys (reinstalled machines: pin their new keys first)
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys (reinstalled machines: pin their new keys first)
 hosts: dict[str, str] = {}  # for the install runbook (this one reads the inventory)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
-backup_dir: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/etcd-backups"  # where the etcd-snapshot runbook keeps snapshots
+backup_dir: Path = ""  # required: where the etcd-snapshot runbook keeps snapshots
 snapshot: str = ""  # snapshot file name in backup_dir; empty: the newest verified snapshot of this cluster
 app_name: str = "sticky-session"  # the test app that must be served again (Deployment and Ingress)
 app_namespace: str = "default"  # namespace of the test app
-app_host: str = "uuid.awesome.lab"  # the app's host name (Ingress rule)
+app_host: str = ""  # required: the app's host name (Ingress rule)
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # headless confirmation: the cluster name
-playbook_timeout_s: float = 1800.0  # bound of each playbook, seconds
+playbook_timeout_s: float = 5400.0  # bound of each playbook, seconds
 ready_timeout_s: float = 300.0  # bound of each wait (etcd healthy, API back, nodes Ready), seconds
 timeout_s: float = 60.0  # bound of each remote command, seconds
 
@@ -158,6 +162,8 @@ print(f"snapshot {snapshot_path}: taken {manifest.time} on {manifest.member} ({a
 
 # %%
 # papermill_description=Preflight: quorum
+ansible = ansible_check.check(p.ansible_playbook, p.kubespray_dir)
+print(ansible.line())
 inv = inventory_lib.Inventory.load(p.inventory)
 etcd_hosts = inv.members("etcd")
 control_plane_hosts = inv.members("kube_control_plane")
@@ -192,7 +198,7 @@ versions = {h: states[h].version for h in decision.survivors}
 new_cluster = decision.restored_cluster or etcd_restore.initial_cluster(states, decision.survivors)
 token = etcd_restore.new_token(manifest.sha256)
 cluster_cmd = kubespray.command(checkout, "cluster", inventory=p.inventory, known_hosts=p.known_hosts,
-                                ansible_playbook=p.ansible_playbook, limit="etcd,kube_control_plane",
+                                ansible_playbook=ansible.path, limit="etcd,kube_control_plane",
                                 extra_vars={"etcd_retries": 10})
 plan = [
     f"refused for a real run: {decision.refuse}" if decision.refuse else "quorum is lost: restore",
@@ -372,7 +378,7 @@ if proceed:
 # Every host in these plays answered SSH in the preflight.
 
 # %%
-# papermill_description=Kubespray
+# papermill_description=Kubespray: facts.yml
 runs: list = []
 
 
@@ -388,23 +394,31 @@ def cluster_complete() -> tuple[bool, str]:
     return complete, f"{len(members)} members, {sum(x.healthy for x in health)} healthy, {len(ready)} nodes Ready"
 
 
-if proceed:
+def run_playbook(name: str, limit: str | None = None, extra: dict | None = None) -> None:
+    """One Kubespray playbook (its own cell: a cell's timeout covers one playbook), its log beside the record."""
     output_record = os.environ.get("PAPERMILL_OUTPUT_PATH")
+    cmd = kubespray.command(checkout, name, inventory=p.inventory, known_hosts=p.known_hosts,
+                            ansible_playbook=ansible.path, limit=limit, extra_vars=extra)
+    log_path = (Path(output_record).with_name(Path(output_record).stem + f".{name}.yml.log")
+                if output_record else None)
+    print(f"$ {' '.join(cmd.argv)}", flush=True)
+    runs.append(kubespray.run(cmd, timeout=p.playbook_timeout_s, log_path=log_path, env=p.ansible_env,
+                              on_line=lambda line: print(f"    {line}", flush=True)
+                              if line.startswith(("PLAY RECAP", "fatal:")) or " : ok=" in line else None))
+
+
+complete, state = cluster_complete() if proceed else (True, "not run")
+if proceed and not complete:
+    run_playbook("facts")
+
+# %%
+# papermill_description=Kubespray: cluster.yml
+if proceed:
     with steps.step("kubespray") as s:
-        complete, state = cluster_complete()
         if complete:
             s.detail = f"nothing to do: {state}"
         else:
-            for name, limit, extra in (("facts", None, None),
-                                       ("cluster", "etcd,kube_control_plane", {"etcd_retries": 10})):
-                cmd = kubespray.command(checkout, name, inventory=p.inventory, known_hosts=p.known_hosts,
-                                        ansible_playbook=p.ansible_playbook, limit=limit, extra_vars=extra)
-                log_path = (Path(output_record).with_name(Path(output_record).stem + f".{name}.yml.log")
-                            if output_record else None)
-                print(f"$ {' '.join(cmd.argv)}", flush=True)
-                runs.append(kubespray.run(cmd, timeout=p.playbook_timeout_s, log_path=log_path, env=p.ansible_env,
-                                          on_line=lambda line: print(f"    {line}", flush=True)
-                                          if line.startswith(("PLAY RECAP", "fatal:")) or " : ok=" in line else None))
+            run_playbook("cluster", "etcd,kube_control_plane", {"etcd_retries": 10})
             s.detail = ", ".join(f"{Path(r.command.playbook).name}: exit {r.rc} in {r.duration:.0f} s" for r in runs)
     print(s.detail)
 

@@ -73,28 +73,32 @@ pd.set_option("display.width", 200)
 
 # %% [markdown]
 # ## Parameters
-# One line per parameter. The defaults are the short lab profile (`params/lab.yaml` targets);
-# `${RUNBOOKS_LAB_DIR:-...}` follows the lab in use. For a real cluster see the README: the VIP must be a
-# free address the nodes may claim (or a provider floating IP moved by keepalived's notify script), the
-# fault is injected with `fault_injector=command` (your provider's CLI) or `manual`.
+# One line per parameter. Site values (marked `required:`) have no default: give them in your
+# parameter file (`runbooks run NAME -f params/my-cluster.yaml`; `params/example-vps.yaml` shows each),
+# in this cell, or, outside `runbooks run`, through `RUNBOOKS_PARAMS` (`make lab-notebooks` sets it to
+# `params/lab.yaml`: the lab's values). A run missing one is refused before anything is contacted.
+# Relative paths are relative to the repository root; no secrets here, only paths to them.
+# The timings are the short profile. For a real cluster see the README: the VIP must be a free address
+# the nodes may claim (or leave keepalived-vip out of `strategies`), and the fault is injected with
+# `fault_injector=command` (your provider's CLI) or `manual`.
 
 # %% tags=["parameters"]
-cluster_name: str = "lab"  # the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/hosts.yaml"  # Kubespray inventory
-kubespray_dir: Path = "runbooks_lib/lab/kubespray"  # Kubespray checkout (not used by this runbook)
-ansible_playbook: str = "ansible-playbook"  # ansible-playbook command (not used by this runbook)
-kubeconfig: Path = "${RUNBOOKS_LAB_INVENTORY_DIR:-${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/inventory}/artifacts/admin.conf"  # admin kubeconfig
+cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
+inventory: Path = ""  # required: Kubespray inventory
+kubespray_dir: Path = ""  # Kubespray checkout (not used by this runbook)
+ansible_playbook: Path = ""  # ansible-playbook command (not used by this runbook)
+kubeconfig: Path = ""  # required: admin kubeconfig
 ssh_user: str = "root"  # SSH user on the nodes (keepalived needs root or sudo)
-ssh_key: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/id_ed25519"  # path of the SSH private key
-known_hosts: Path = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}/ssh/known_hosts"  # pinned host keys
+ssh_key: Path = ""  # required: path of the SSH private key
+known_hosts: Path = ""  # required: pinned host keys
 hosts: dict[str, str] = {}  # for the install runbook (this one reads the inventory)
 control_planes: list[str] = []  # for the install runbook (this one reads the inventory)
 etcd_members: list[str] = []  # for the install runbook (this one reads the inventory)
 workers: list[str] = []  # for the install runbook (this one reads the inventory)
 app_name: str = "sticky-session"  # the test app: Deployment, Service and Ingress of this name
 app_namespace: str = "default"  # namespace of the test app
-app_host: str = "uuid.awesome.lab"  # the app's host name (Ingress rule; DNS round-robin name)
-dns_server: str = "${RUNBOOKS_LAB_DNS:-10.213.7.1}"  # DNS server the probe resolves app_host against
+app_host: str = ""  # required: the app's host name (Ingress rule; DNS round-robin name)
+dns_server: str = ""  # required: DNS server the probe resolves app_host against
 dns_port: int = 53  # its port
 strategies: list[str] = ["dns-naive", "dns-fallback", "happy-eyeballs", "keepalived-vip", "haproxy"]  # front doors compared
 recommended: str = "haproxy"  # the strategy judged against the bar: 0 failed, p99 under slow_ms, recovered within 1 s
@@ -104,7 +108,7 @@ before_s: float = 20.0  # seconds probed before the fault
 after_s: float = 55.0  # seconds probed after the fault (node NotReady comes after ~40 s)
 fault_node: str = ""  # the node to fault; empty: an ingress node without app pods, not the controller-manager leader
 fault_mode: str = "hard"  # hard (power cut), graceful (shutdown), freeze, partition (from the other nodes)
-fault_injector: str = "lab"  # lab, command (fault_command), manual (the operator, interactive only)
+fault_injector: str = ""  # required: command (fault_command), manual (the operator, interactive only) or lab (the lab's machines)
 fault_command: list[str] = []  # argv for a provider's API; {node} {address} {mode} substituted
 power_on_command: list[str] = []  # argv that brings the node back; empty with command: by hand
 restore_power: bool = True  # bring the node back and wait for Ready at the end
@@ -113,7 +117,7 @@ fallback_connect_timeout_s: float = 0.3  # the fallback client's connect timeout
 happy_eyeballs_stagger_s: float = 0.25  # RFC 8305's delay before the next address
 read_timeout_s: float = 5.0  # every client's wait for the response once connected
 slow_ms: float = 300.0  # latency target: slower requests count as slow (and bad)
-vip: str = "${RUNBOOKS_LAB_VIP:-10.213.7.100}"  # keepalived's floating IP (a free address on the nodes' network)
+vip: str = ""  # keepalived's floating IP (a free address on the nodes' network)
 vip_prefix: int = 24  # its prefix length
 vrrp_advert_s: float = 0.2  # VRRP advert interval (failover after about 3 adverts)
 vrrp_router_id: int = 61  # VRRP virtual router id (unique on the segment)

@@ -16,12 +16,16 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
 from runbooks_lib import ssh
 from runbooks_lib.errors import BadParameters, HostKeyError, PreconditionFailed, RunbookError, WaitTimedOut
 from runbooks_lib.waits import wait_for
+
+if TYPE_CHECKING:
+    from runbooks_lib.schemas import PrepareParams
 
 IP_FORWARD_CONF = "/etc/sysctl.d/99-kubernetes-ip-forward.conf"
 RESOLVED_DROPIN = "/etc/systemd/resolved.conf.d/90-upstream-dns.conf"
@@ -442,3 +446,27 @@ def restart(conn: ssh.BaseConnection, unit: str, *, sudo: bool = False, timeout:
     _run(conn, ["systemctl", "restart", unit], timeout, sudo)
     wait_active(conn, unit, timeout=max(1.0, deadline - time.monotonic()))
     return Change(conn.name, f"restart {unit}", True, "restarted; active")
+
+
+def prepare_targets(p: PrepareParams) -> tuple[dict[str, str], str]:
+    """The hosts the prepare-nodes runbook works on (name -> SSH address) and where they came from.
+
+    The inventory when it exists (after install it is the source of truth);
+    before the first install, ``hosts`` (the layout install-cluster will write).
+    ``limit`` picks some of them. Raises PreconditionFailed when there is
+    neither, BadParameters for a bad ``limit`` (:func:`schemas.check_prepare`).
+    Reads the inventory file only.
+    """
+    from runbooks_lib import inventory, schemas
+
+    if p.inventory.is_file():
+        inv = inventory.Inventory.load(p.inventory)
+        known, source = {name: inv.host(name).address for name in inv.hosts}, f"the inventory {p.inventory.name}"
+    elif p.hosts:
+        known, source = dict(p.hosts), "hosts (no inventory yet: install-cluster writes it from them)"
+    else:
+        raise PreconditionFailed(f"the inventory {p.inventory} does not exist and hosts is empty; nothing was contacted",
+                                 fix="give hosts (name: address) and the roles in your parameter file, as for "
+                                     "install-cluster, or point inventory at an existing Kubespray inventory")
+    chosen = schemas.check_prepare(p, list(known))
+    return {name: known[name] for name in chosen}, source

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.notebooks_dir or runner.notebooks_dir()).resolve()
     argv_lab = command(args.port, notebooks_dir=root)
     print(f"JupyterLab with the runbooks in {root}: {url(args.port, token)}", flush=True)
+    params_files = os.environ.get("RUNBOOKS_PARAMS", "")
+    print(f"parameters a notebook's cell leaves at their defaults come from {params_files}" if params_files else
+          "RUNBOOKS_PARAMS is not set: give every site value in a notebook's parameters cell", flush=True)
     print("(loopback only; Ctrl-C stops it)", flush=True)
     os.execve(argv_lab[0], argv_lab, environment(token))
     return 0  # not reached

@@ -109,6 +109,8 @@ def _coerce(value: Any, tp: Any, base_dir: Path | None, where: str) -> Any:
             return value
         raise _Invalid(f"{where}: expected str, got {value!r} ({type(value).__name__}); quote it in YAML")
     if tp is Path or (isinstance(tp, type) and issubclass(tp, os.PathLike)):
+        if value == "":
+            return Path()  # not given: a schema's REQUIRED check names it, an optional path stays unset
         if isinstance(value, (str, os.PathLike)) and str(value):
             path = Path(value).expanduser()
             if base_dir is not None and not path.is_absolute():

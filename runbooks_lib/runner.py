@@ -49,6 +49,18 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 # Exceptions that mean "refused, nothing was changed" when a runbook cell raises them.
 REFUSED_ERRORS = frozenset({"BadParameters", "PreconditionFailed"})
 DEFAULT_CELL_TIMEOUT = 1800.0
+# A cell that runs a playbook also waits for hosts and prints its log: its timeout is the playbook's plus this.
+PLAYBOOK_CELL_MARGIN_S = 600.0
+
+
+def cell_timeout_for(values: object, requested: float) -> float:
+    """The per-cell timeout: ``requested``, raised to the runbook's ``playbook_timeout_s`` plus a margin.
+
+    A cell runs at most one playbook, so a cell timeout shorter than the playbook's
+    own bound would cut the playbook off before its bound does. Pure.
+    """
+    bound = getattr(values, "playbook_timeout_s", None)
+    return max(requested, bound + PLAYBOOK_CELL_MARGIN_S) if isinstance(bound, (int, float)) else requested
 _NAME = re.compile(r"^(?:(?P<number>\d+)-)?(?P<name>[A-Za-z0-9_.-]+)$")
 
 
@@ -220,7 +232,8 @@ def _absolute(value: Any, base: Path) -> Any:
 
 def _anchor_paths(schema: type, values: Mapping[str, Any], base: Path) -> dict[str, Any]:
     hints = typing.get_type_hints(schema)
-    return {k: _absolute(v, base) if k in hints and _has_path(hints[k]) else v for k, v in values.items()}
+    return {k: _absolute(v, base) if k in hints and _has_path(hints[k]) and not schemas.is_command_name(k, v) else v
+            for k, v in values.items()}
 
 
 def parse_value(text: str) -> Any:
@@ -244,11 +257,12 @@ def resolve_parameters(
     schema = schema_of(book)
     given: dict[str, Any] = {}
     for name in files:
-        raw = params.expand_env(params.read_files([name]))
-        given.update(_anchor_paths(schema, raw, Path(name).expanduser().resolve().parent))
+        own, _ = schemas.file_values(schema, params.expand_env(params.read_files([name])))
+        given.update(_anchor_paths(schema, own, Path(name).expanduser().resolve().parent))
     given.update(_anchor_paths(schema, params.expand_env(dict(overrides or {})), (cwd or Path.cwd()).resolve()))
     defaults = {k: params.expand_env(v) for k, v in params.notebook_parameters(book.path).items()}
     merged = {**_anchor_paths(schema, {k: v for k, v in defaults.items() if k not in given}, REPO_ROOT), **given}
+    schemas.require(schema, merged)
     values = params.validate(schema, merged)
     if isinstance(values, schemas.Target):
         schemas.check_target(values)
@@ -325,7 +339,9 @@ class RunResult:
 @contextmanager
 def _kernel_env(output: Path) -> Iterator[None]:
     """The kernel inherits this process's environment: the output path and this library first on the path."""
-    saved = {k: os.environ.get(k) for k in ("PAPERMILL_OUTPUT_PATH", "PYTHONPATH")}
+    saved = {k: os.environ.get(k) for k in ("PAPERMILL_OUTPUT_PATH", "PYTHONPATH", schemas.PARAMS_ENV)}
+    # The run's parameters are the ones validated here: the notebook must not fill its defaults from elsewhere.
+    os.environ.pop(schemas.PARAMS_ENV, None)
     os.environ["PAPERMILL_OUTPUT_PATH"] = str(output)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), saved["PYTHONPATH"]) if p)
     try:
@@ -378,7 +394,7 @@ def run(
             try:
                 papermill.execute_notebook(
                     str(book.path), str(output), parameters=given, progress_bar=progress_bar,
-                    request_save_on_cell_execute=True, execution_timeout=cell_timeout,
+                    request_save_on_cell_execute=True, execution_timeout=cell_timeout_for(values, cell_timeout),
                     cwd=str(book.path.parent.parent), log_output=False,
                 )
             except PapermillExecutionError as exc:
@@ -448,9 +464,10 @@ def _params(args: argparse.Namespace) -> int:
     book = find(args.name, Path(args.notebooks_dir) if args.notebooks_dir else None)
     print(f"{book.name} ({book.path.name}): {book.description}")
     print(f"schema: {book.schema or 'the parameters cell'}; destructive: {'yes' if book.destructive else 'no'}")
-    print("parameters (-f FILE.yaml, -p NAME VALUE):")
+    required = set(getattr(schema_of(book), "REQUIRED", ()))
+    print("parameters (-f FILE.yaml, -p NAME VALUE; [required]: a site value without a default):")
     for line in parameter_lines(book):
-        print(f"  {line.render()}")
+        print(f"  {line.render()}{'  [required]' if line.name in required else ''}")
     return EXIT_OK
 
 
@@ -490,7 +507,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one parameter (YAML scalar; repeatable; overrides files)")
     p.add_argument("--html", action="store_true", help="also write an HTML copy of the output notebook")
     p.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT, metavar="S",
-                   help=f"fail a cell that runs longer than S seconds (default {DEFAULT_CELL_TIMEOUT:.0f})")
+                   help=f"fail a cell that runs longer than S seconds (default {DEFAULT_CELL_TIMEOUT:.0f}; a cell "
+                        "that runs a playbook gets at least playbook_timeout_s plus 600)")
     p.add_argument("--runs-dir", default=None, help="where run records go (default: $RUNBOOKS_RUNS_DIR or runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. under cron)")
     p.set_defaults(func=_run)

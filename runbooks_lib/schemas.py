@@ -2,12 +2,20 @@
 
 :class:`Target` says which cluster a run is for and how to reach it; every
 runbook's schema extends it, so one parameter file (params/lab.yaml,
-params/example-vps.yaml) serves every runbook. Defaults point at the lab
-(``${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}`` is expanded when validated);
-relative paths in defaults are relative to the repository root.
+params/example-vps.yaml) serves every runbook: its top-level keys are shared
+(a key another runbook declares is left to that runbook), and a mapping under
+a runbook's name (``add-worker: {new_workers: ...}``) holds values for that
+runbook alone (:func:`file_values`).
+
+No default is a lab value. A value that depends on the site (addresses, paths,
+host names) is listed in the schema's ``REQUIRED`` and defaults to empty: a run
+that lacks one is refused before anything is contacted, naming every missing
+key (:func:`require`). ``RUNBOOKS_PARAMS`` (parameter files, ``:``-separated)
+fills a notebook's untouched defaults when it runs outside ``runbooks run``
+(JupyterLab, nbval): ``make lab-notebooks`` sets it to params/lab.yaml.
 
 :func:`from_namespace` is what a runbook's validate cell calls. Pure apart
-from reading the environment.
+from reading the environment and those files.
 """
 
 from __future__ import annotations
@@ -18,16 +26,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from runbooks_lib import errors, params
 
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAB_DIR = "${RUNBOOKS_LAB_DIR:-/var/lib/runbooks-lab}"
-# Where `runbooks lab cluster` wrote the inventory (its --inventory-dir; default LAB_DIR/inventory).
-LAB_INVENTORY = "${RUNBOOKS_LAB_INVENTORY_DIR:-" + LAB_DIR + "/inventory}"
+PARAMS_ENV = "RUNBOOKS_PARAMS"
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FIX_NOTHING_CHANGED = "correct the parameter file or -p values; nothing was changed"
 
@@ -80,16 +86,21 @@ def refuse(problems: list[str], what: str, fix: str = FIX_NOTHING_CHANGED) -> No
 
 @dataclass(frozen=True)
 class Target:
-    """The cluster a runbook acts on and how to reach it (no secrets: paths to them)."""
+    """The cluster a runbook acts on and how to reach it (no secrets: paths to them).
 
-    cluster_name: str = "lab"
-    inventory: Path = Path(f"{LAB_INVENTORY}/hosts.yaml")
-    kubespray_dir: Path = Path("runbooks_lib/lab/kubespray")
-    ansible_playbook: str = "ansible-playbook"
-    kubeconfig: Path = Path(f"{LAB_INVENTORY}/artifacts/admin.conf")
+    Site values default to empty; ``REQUIRED`` names those a runbook cannot run without.
+    """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("cluster_name", "inventory", "ssh_key", "known_hosts")
+
+    cluster_name: str = ""
+    inventory: Path = Path()
+    kubespray_dir: Path = Path()
+    ansible_playbook: Path = Path()  # empty: the checkout's venv/bin/ansible-playbook, else ansible-playbook on PATH
+    kubeconfig: Path = Path()
     ssh_user: str = "root"
-    ssh_key: Path = Path(f"{LAB_DIR}/ssh/id_ed25519")
-    known_hosts: Path = Path(f"{LAB_DIR}/ssh/known_hosts")
+    ssh_key: Path = Path()
+    known_hosts: Path = Path()
     # The machines by inventory name -> address, and their roles; empty: as in the inventory.
     hosts: dict[str, str] = field(default_factory=dict)
     control_planes: tuple[str, ...] = ()
@@ -100,6 +111,8 @@ class Target:
 @dataclass(frozen=True)
 class DiagnosticsParams(Target):
     """Parameters of the diagnostics runbook (read-only)."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubeconfig")
 
     inspect_nodes: tuple[str, ...] = ()  # empty: every control plane and etcd member
     journal_lines: int = 20
@@ -140,16 +153,106 @@ def check_target(target: Target) -> Target:
     return target
 
 
+def is_command_name(key: str, value: object) -> bool:
+    """True for an ``ansible_playbook`` given as a bare command name (looked up on PATH, never anchored)."""
+    return key == "ansible_playbook" and isinstance(value, str) and bool(value) and "/" not in value \
+        and not value.startswith("~")
+
+
 def _anchor(schema: type, values: Mapping[str, Any], base: Path) -> dict[str, Any]:
     import typing
 
     hints = typing.get_type_hints(schema)
     out = {}
     for key, value in values.items():
-        if hints.get(key) is Path and isinstance(value, (str, Path)) and str(value):
+        if hints.get(key) is Path and isinstance(value, (str, Path)) and not _unset(value) \
+                and not is_command_name(key, value):
             path = Path(params.expand_env(str(value))).expanduser()
             value = path if path.is_absolute() else Path(os.path.normpath(base / path))
         out[key] = value
+    return out
+
+
+def _unset(value: object) -> bool:
+    return value is None or value == "" or value == Path() or (isinstance(value, (list, tuple, dict)) and not value)
+
+
+def _default(f: Any) -> Any:
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return "" if value == Path() else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def runbook_of(schema: type) -> str:
+    """The runbook name whose schema is ``schema`` (``""`` for Target and other schemas)."""
+    return next((name for name, s in RUNBOOK_SCHEMAS.items() if s is schema), "")
+
+
+def file_values(schema: type, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Split a parameter file's mapping into (the values for ``schema``'s runbook, the keys left to others).
+
+    Top-level keys are shared: a key this runbook does not declare but another
+    runbook does is left out (listed in the second item); a key no runbook
+    declares is kept, so validation refuses it as unknown. The mapping under the
+    runbook's own name is merged last and kept whole (its unknown keys are
+    refused too); the other runbooks' sections are left out. Raises
+    BadParameters for a runbook section that is not a mapping. Pure.
+    """
+    own = {f.name for f in fields(schema)}  # type: ignore[arg-type]
+    anywhere = {f.name for s in RUNBOOK_SCHEMAS.values() for f in fields(s)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    left: list[str] = []
+    for key, value in raw.items():
+        if key in RUNBOOK_SCHEMAS:
+            if not isinstance(value, Mapping):
+                raise errors.BadParameters(f"{key}: the values for the {key} runbook must be a mapping of name: value",
+                                           fix=f"write them indented under '{key}:'")
+        elif key in own or key not in anywhere:
+            values[key] = value
+        else:
+            left.append(key)
+    values.update(raw.get(runbook_of(schema)) or {})
+    return values, left
+
+
+def require(schema: type, values: Mapping[str, Any]) -> None:
+    """Refuse when a site value of ``schema.REQUIRED`` is missing or empty, naming every one. Pure.
+
+    No runbook default is a lab value: the operator's parameter file gives these.
+    """
+    missing = [name for name in getattr(schema, "REQUIRED", ()) if _unset(values.get(name))]
+    if missing:
+        name = runbook_of(schema) or schema.__name__
+        raise errors.BadParameters(
+            f"{name}: no value for {', '.join(missing)} (site values have no default); nothing was contacted",
+            fix="give them in your parameter file (params/example-vps.yaml shows each) or with -p NAME VALUE; "
+                f"for the lab: -f params/lab.yaml (in JupyterLab or nbval: {PARAMS_ENV}=params/lab.yaml)")
+
+
+def _defaults_from_env(schema: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the notebook's untouched defaults replaced by the ``RUNBOOKS_PARAMS`` files' values."""
+    names = [n for n in os.environ.get(PARAMS_ENV, "").split(os.pathsep) if n.strip()]
+    out = dict(values)
+    defaults = {f.name: _plain(_default(f)) for f in fields(schema)}  # type: ignore[arg-type]
+    for name in names:
+        path = Path(params.expand_env(name)).expanduser()
+        path = path if path.is_absolute() else REPO_ROOT / path
+        own, _ = file_values(schema, params.expand_env(params.read_files([path])))
+        for key, value in _anchor(schema, own, path.resolve().parent).items():
+            if key not in out or _plain(out[key]) == defaults.get(key):
+                out[key] = value
     return out
 
 
@@ -158,15 +261,15 @@ def from_namespace(schema: type[T], namespace: Mapping[str, Any], *, base_dir: P
 
     ``${VAR:-default}`` is expanded, relative paths are taken relative to the
     repository root (so the kernel may run in the root or in notebooks/),
-    types are checked and, for a Target, :func:`check_target` runs. Raises
-    BadParameters naming every problem.
+    defaults nobody changed are taken from ``$RUNBOOKS_PARAMS`` files when set,
+    required site values are checked (:func:`require`), types are checked and,
+    for a Target, :func:`check_target` runs. Raises BadParameters naming every
+    problem. Reads the environment (and those files) only.
     """
-    values = {}
-    for f in fields(schema):  # type: ignore[arg-type]
-        if f.name in namespace:
-            values[f.name] = params.expand_env(namespace[f.name])
-        elif isinstance(f.default, Path):
-            values[f.name] = f.default  # expanded and anchored below
+    values = {f.name: params.expand_env(namespace[f.name])
+              for f in fields(schema) if f.name in namespace}  # type: ignore[arg-type]
+    values = _defaults_from_env(schema, _anchor(schema, values, base_dir))
+    require(schema, values)
     result = params.validate(schema, _anchor(schema, values, base_dir))
     if isinstance(result, Target):
         check_target(result)
@@ -174,11 +277,16 @@ def from_namespace(schema: type[T], namespace: Mapping[str, Any], *, base_dir: P
 
 
 def load(schema: type[T], files: list[str | Path]) -> T:
-    """Validate parameter files (in order) against ``schema``; relative paths are relative to each file."""
+    """Validate parameter files (in order) against ``schema``, as ``runbooks run -f`` does.
+
+    Relative paths are relative to each file; keys left to other runbooks are
+    ignored (:func:`file_values`). Raises BadParameters. Reads the files only.
+    """
     merged: dict[str, Any] = {}
     for name in files:
-        raw = params.expand_env(params.read_files([name]))
-        merged.update(_anchor(schema, raw, Path(name).expanduser().resolve().parent))
+        own, _ = file_values(schema, params.expand_env(params.read_files([name])))
+        merged.update(_anchor(schema, own, Path(name).expanduser().resolve().parent))
+    require(schema, merged)
     result = params.validate(schema, merged)
     if isinstance(result, Target):
         check_target(result)
@@ -189,8 +297,10 @@ def load(schema: type[T], files: list[str | Path]) -> T:
 class PrepareParams(Target):
     """Parameters of the prepare-nodes runbook (destructive: changes every chosen machine)."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "upstream_dns_servers")
+
     limit: tuple[str, ...] = ()  # inventory host names; empty: every host of the inventory
-    upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)
+    upstream_dns_servers: tuple[str, ...] = ()  # your resolvers (the provider's), never 127.0.0.53
     install_python: bool = True
     dry_run: bool = True
     confirm: str = ""
@@ -233,13 +343,11 @@ def check_prepare(p: PrepareParams, known: list[str] | tuple[str, ...]) -> list[
 class InstallParams(Target):
     """Parameters of the install-cluster runbook (destructive: runs cluster.yml).
 
-    The layout defaults are the default lab's (node1..node4 = 10.213.7.11-14; node5 stays spare).
+    ``hosts`` and the roles write the inventory; empty ``hosts`` keeps the existing one.
     """
 
-    hosts: dict[str, str] = field(default_factory=lambda: {f"node{i}": f"10.213.7.{10 + i}" for i in range(1, 5)})
-    control_planes: tuple[str, ...] = ("node1", "node2")
-    etcd_members: tuple[str, ...] = ("node1", "node2", "node3")
-    workers: tuple[str, ...] = ("node3", "node4")
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubespray_dir", "kubeconfig", "app_host")
+    allow_inventory_rewrite: bool = False  # rewrite an existing inventory from hosts even if it drops or moves a host
     ingress_nginx: bool = True  # ingress-nginx on every node (addons.yml)
     ingress_host_network: bool = True  # ... listening on the nodes' port 80 (host network)
     helm: bool = True
@@ -248,12 +356,12 @@ class InstallParams(Target):
     fix_coredns: bool = True  # fix the 127.0.0.53 CrashLoopBackOff on the nodes if it appears
     app_name: str = "sticky-session"
     app_namespace: str = "default"
-    app_host: str = "uuid.awesome.lab"
-    dns_server: str = "10.213.7.1"  # empty: skip the DNS check
+    app_host: str = ""
+    dns_server: str = ""  # empty: skip the DNS check
     ansible_env: dict[str, str] = field(default_factory=dict)  # extra environment for ansible-playbook
     dry_run: bool = True
     confirm: str = ""
-    playbook_timeout_s: float = 1800.0
+    playbook_timeout_s: float = 5400.0  # cluster.yml: 30-90 minutes on real VPSes
     ready_timeout_s: float = 300.0
     timeout_s: float = 30.0
 
@@ -281,8 +389,10 @@ def check_install(p: InstallParams) -> InstallParams:
 class SnapshotParams(Target):
     """Parameters of the etcd-snapshot runbook (non-destructive: safe on a timer)."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "backup_dir")
+
     member: str = ""  # etcd host to save on; empty: a healthy member, not the leader when there is a choice
-    backup_dir: Path = Path(f"{LAB_DIR}/etcd-backups")
+    backup_dir: Path = Path()
     remote_dir: str = "/var/tmp"
     keep_last: int = 7  # 0: rule off
     keep_days: float = 0.0  # 0: rule off
@@ -313,15 +423,17 @@ def check_snapshot(p: SnapshotParams) -> SnapshotParams:
 class RestoreParams(Target):
     """Parameters of the restore-cluster runbook (destructive: rebuilds etcd from a snapshot)."""
 
-    backup_dir: Path = Path(f"{LAB_DIR}/etcd-backups")
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubespray_dir", "kubeconfig", "backup_dir", "app_host")
+
+    backup_dir: Path = Path()
     snapshot: str = ""  # a .db file name in backup_dir; empty: the newest verified snapshot of this cluster
     app_name: str = "sticky-session"
     app_namespace: str = "default"
-    app_host: str = "uuid.awesome.lab"
+    app_host: str = ""
     ansible_env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = True
     confirm: str = ""
-    playbook_timeout_s: float = 1800.0
+    playbook_timeout_s: float = 5400.0  # cluster.yml --limit on reinstalled machines
     ready_timeout_s: float = 300.0
     timeout_s: float = 60.0
 
@@ -341,18 +453,21 @@ def check_restore(p: RestoreParams) -> RestoreParams:
 class AddWorkerParams(Target):
     """Parameters of the add-worker runbook (destructive: prepares the new machines, runs scale.yml)."""
 
-    new_workers: dict[str, str] = field(default_factory=lambda: {"node5": "10.213.7.15"})  # name -> IP
-    upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)  # as prepare-nodes
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubespray_dir", "kubeconfig", "new_workers",
+                                           "upstream_dns_servers", "app_host")
+
+    new_workers: dict[str, str] = field(default_factory=dict)  # name -> IP
+    upstream_dns_servers: tuple[str, ...] = ()  # as prepare-nodes
     install_python: bool = True
     app_name: str = "sticky-session"
     app_namespace: str = "default"
-    app_host: str = "uuid.awesome.lab"
+    app_host: str = ""
     dns_server: str = ""  # check app_host's A records there; empty: no DNS check
     dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
     ansible_env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = True
     confirm: str = ""
-    playbook_timeout_s: float = 1800.0
+    playbook_timeout_s: float = 3600.0  # scale.yml installs a whole node (downloads, runtime)
     ready_timeout_s: float = 300.0
     timeout_s: float = 30.0
 
@@ -361,7 +476,9 @@ class AddWorkerParams(Target):
 class RemoveWorkerParams(Target):
     """Parameters of the remove-worker runbook (destructive: drains and removes nodes with remove-node.yml)."""
 
-    remove: tuple[str, ...] = ("node4",)  # inventory host names of the workers to remove
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubespray_dir", "kubeconfig", "remove", "app_host")
+
+    remove: tuple[str, ...] = ()  # inventory host names of the workers to remove
     node_state: str = "auto"  # auto (SSH and the Node's Ready condition decide), alive or dead
     allow_last_worker: bool = False  # remove the last worker even if pods then have nowhere to go
     drain_timeout_s: int = 120  # bound of the drain (ours for an alive node; remove-node's drain_timeout)
@@ -369,13 +486,13 @@ class RemoveWorkerParams(Target):
     dead_drain_grace_period_s: int = 10  # remove-node's drain_grace_period for a dead node
     app_name: str = "sticky-session"
     app_namespace: str = "default"
-    app_host: str = "uuid.awesome.lab"
+    app_host: str = ""
     dns_server: str = ""  # check app_host's A records there; empty: no DNS check
     dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
     ansible_env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = True
     confirm: str = ""
-    playbook_timeout_s: float = 900.0
+    playbook_timeout_s: float = 1800.0  # drain (360 s by default) and reset
     ready_timeout_s: float = 300.0
     timeout_s: float = 30.0
 
@@ -431,18 +548,21 @@ class ReplaceParams(Target):
     (``replacement_ip`` is then ignored); any other name is a new machine at ``replacement_ip``.
     """
 
-    dead_node: str = "node1"
-    replacement: str = "node5"
-    replacement_ip: str = "${RUNBOOKS_LAB_SPARE_IP:-10.213.7.15}"
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubespray_dir", "kubeconfig", "dead_node",
+                                           "replacement", "upstream_dns_servers", "app_host")
+
+    dead_node: str = ""
+    replacement: str = ""
+    replacement_ip: str = ""  # a new machine's address; ignored when replacement is dead_node
     allow_answering_dead_node: bool = False  # treat a node as dead even though its etcd or API answers
-    upstream_dns_servers: tuple[str, ...] = ("${RUNBOOKS_LAB_DNS:-10.213.7.1}",)  # for preparing the replacement
-    app_host: str = "uuid.awesome.lab"  # the test app's host name, asked on every ingress node at the end
+    upstream_dns_servers: tuple[str, ...] = ()  # for preparing the replacement
+    app_host: str = ""  # the test app's host name, asked on every ingress node at the end
     kubeconfig_server_after: str = ""  # the kubeconfig's server at the end; empty: left at a survivor
     ansible_env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = True
     confirm: str = ""
     drain_timeout_s: float = 30.0
-    playbook_timeout_s: float = 900.0
+    playbook_timeout_s: float = 5400.0  # upgrade-cluster.yml rolls over every node; cluster.yml --limit
     ready_timeout_s: float = 300.0
     timeout_s: float = 30.0
 
@@ -465,12 +585,15 @@ def check_replace(p: ReplaceParams) -> ReplaceParams:
 
 @dataclass(frozen=True)
 class FailoverParams(Target):
-    """Parameters of the failover drill (faults one node: dry_run/confirm gate). Defaults: the short lab profile."""
+    """Parameters of the failover drill (faults one node: dry_run/confirm gate). Timings: the short profile."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubeconfig", "app_host", "dns_server",
+                                           "fault_injector")
 
     app_name: str = "sticky-session"
     app_namespace: str = "default"
-    app_host: str = "uuid.awesome.lab"
-    dns_server: str = "${RUNBOOKS_LAB_DNS:-10.213.7.1}"
+    app_host: str = ""
+    dns_server: str = ""
     dns_port: int = 53
     strategies: tuple[str, ...] = ("dns-naive", "dns-fallback", "happy-eyeballs", "keepalived-vip", "haproxy")
     recommended: str = "haproxy"
@@ -480,7 +603,7 @@ class FailoverParams(Target):
     after_s: float = 55.0
     fault_node: str = ""  # empty: an ingress node without app pods, not the controller-manager leader
     fault_mode: str = "hard"
-    fault_injector: str = "lab"
+    fault_injector: str = ""  # command (fault_command), manual (interactive) or a registered injector
     fault_command: tuple[str, ...] = ()
     power_on_command: tuple[str, ...] = ()
     restore_power: bool = True
@@ -489,7 +612,7 @@ class FailoverParams(Target):
     happy_eyeballs_stagger_s: float = 0.25
     read_timeout_s: float = 5.0
     slow_ms: float = 300.0
-    vip: str = "${RUNBOOKS_LAB_VIP:-10.213.7.100}"
+    vip: str = ""  # the keepalived-vip strategy's floating IP (needed only with that strategy)
     vip_prefix: int = 24
     vrrp_advert_s: float = 0.2
     vrrp_router_id: int = 61
@@ -538,3 +661,11 @@ def check_failover(p: FailoverParams) -> FailoverParams:
         problems.append("vrrp_router_id must be 1..255 and vip_prefix 8..32")
     refuse(problems, "failover", fix="correct the parameter file or -p values; nothing was run")
     return p
+
+
+# Every runbook's schema by runbook name (the notebook's file name without its number).
+RUNBOOK_SCHEMAS: dict[str, type[Target]] = {
+    "prepare-nodes": PrepareParams, "install-cluster": InstallParams, "diagnostics": DiagnosticsParams,
+    "add-worker": AddWorkerParams, "remove-worker": RemoveWorkerParams, "replace-control-plane": ReplaceParams,
+    "etcd-snapshot": SnapshotParams, "restore-cluster": RestoreParams, "failover-test": FailoverParams,
+}

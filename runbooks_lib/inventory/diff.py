@@ -55,6 +55,17 @@ class InventoryDiff:
             out.append(f"  {v.host}.{v.key}: {v.old!r} -> {v.new!r}")
         return out or ["no changes"]
 
+    def dropped_or_moved(self) -> list[str]:
+        """Hosts the new inventory drops or gives another address (``node5 (dropped)``), in that order.
+
+        After an install the inventory is the source of truth: a worker added or a
+        control plane replaced since is in it and not in a parameter file's stale
+        ``hosts``, and rewriting from those would drop it. Pure.
+        """
+        moved = sorted({v.host for v in self.vars
+                        if v.key in ("ansible_host", "ip", "access_ip") and v.old not in (None, "")})
+        return [f"{h} (dropped)" for h in self.hosts_removed] + [f"{h} (address changed)" for h in moved]
+
 
 def diff(old: Inventory, new: Inventory) -> InventoryDiff:
     """Compare two inventories: hosts, resolved group membership and order, host vars."""

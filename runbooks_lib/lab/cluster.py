@@ -16,6 +16,7 @@ machines. Rollback: ``reset.yml -e reset_confirmation=yes`` or
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import re
 import shutil
@@ -34,6 +35,7 @@ from runbooks_lib.lab.machines import Lab
 KUBESPRAY_DIR = Path(__file__).resolve().parent / "kubespray"  # the stand-in checkout, v2.19 era (the default)
 ERAS = ("v2.19", "v2.31")
 DEFAULT_ERA = "v2.19"  # the source article's
+APP_HOST = "uuid.awesome.lab"  # the test app's name in the lab's DNS (params/lab.yaml's app_host)
 QUICK_UNREACHABLE_SSH = Path(__file__).resolve().parent / "ssh-quick-unreachable"
 PLAYBOOK_TIMEOUT = 1800.0
 DEFAULT_FACT_CACHE = "/tmp/runbooks-kubespray-facts"  # fact_caching_connection in the stand-in's ansible.cfg
@@ -233,8 +235,16 @@ def write_inventory(inventory_dir: Path, description: Mapping, layout: Layout = 
 
 def write_params(inventory_dir: Path, description: Mapping, *, kubespray_dir: Path = KUBESPRAY_DIR,
                  name: str = "lab.yaml") -> Path:
-    """Write the runbooks' parameter file for this cluster into the inventory directory."""
-    params = {
+    """Write the runbooks' parameter file for this cluster into the inventory directory.
+
+    The same keys as params/lab.yaml, with this lab's addresses: shared values at
+    the top, the values of one runbook under its name.
+    """
+    ips = {m["name"]: m["ip"] for m in description["machines"]}
+    dns = description["host_ip"]
+    subnet = ipaddress.ip_network(description.get("subnet") or f"{dns}/24", strict=False)
+    spare = next((n for n in ips if n not in Layout().hosts()), None)
+    params: dict[str, object] = {
         "cluster_name": "lab",
         "inventory": str(inventory_dir / "hosts.yaml"),
         "kubespray_dir": str(kubespray_dir),
@@ -243,7 +253,17 @@ def write_params(inventory_dir: Path, description: Mapping, *, kubespray_dir: Pa
         "ssh_user": description.get("ssh_user", "root"),
         "ssh_key": description["ssh_key"],
         "known_hosts": description["known_hosts"],
+        "app_host": APP_HOST,
+        "backup_dir": str(LabConfig().state_dir / "etcd-backups"),
+        "prepare-nodes": {"upstream_dns_servers": [dns]},
+        "install-cluster": {"dns_server": dns},
+        "failover-test": {"dns_server": dns, "vip": str(subnet.network_address + 100), "vip_prefix": subnet.prefixlen,
+                          "fault_injector": "lab"},
     }
+    if spare:
+        params["add-worker"] = {"new_workers": {spare: ips[spare]}, "upstream_dns_servers": [dns]}
+        params["replace-control-plane"] = {"dead_node": Layout().control_planes[0], "replacement": spare,
+                                           "replacement_ip": ips[spare], "upstream_dns_servers": [dns]}
     path = inventory_dir / name
     path.write_text("# Parameters for the runbooks against the lab, written by `runbooks lab cluster`.\n"
                     + yaml.safe_dump(params, sort_keys=False))
@@ -305,7 +325,7 @@ def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kub
                             ansible_playbook=ansible_playbook_path(),
                             limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts, tags=tags)
     return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path,
-                         env={**playbook_env(), **dict(env or {})})
+                         env={**playbook_env(), **dict(env or {})}, trusted_ssh=(str(QUICK_UNREACHABLE_SSH),))
 
 
 def summary(run: kubespray.PlaybookRun, inventory: Path, params: Path) -> str:

@@ -45,7 +45,8 @@ class Diagnosed:
 
 def _env(c: LabCluster, runs: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOKS_RUNS_DIR": str(runs),
-            "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir), "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir)}
+            "RUNBOOKS_PARAMS": "params/lab.yaml", "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir),
+            "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir)}
 
 
 def _run(d: Diagnosed, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], dict]:

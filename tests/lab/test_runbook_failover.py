@@ -21,7 +21,7 @@ import yaml
 
 from runbooks_lib import runner
 from runbooks_lib.frontdoors.keepalived import CONF, MARKER
-from tests.lab.cluster_fixtures import LabCluster
+from tests.lab.cluster_fixtures import APP_HOST, LabCluster
 
 # The first lab test of a session also waits for the session's install (several minutes on a busy machine).
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -39,7 +39,9 @@ def _params(c: LabCluster, path: Path, **extra: object) -> Path:
         "kubeconfig": str(c.kubeconfig),
         "ssh_key": c.description["ssh_key"],
         "known_hosts": c.description["known_hosts"],
+        "app_host": APP_HOST,
         "dns_server": c.description["host_ip"],
+        "fault_injector": "lab",
         "vip": str(c.lab.config.network.network_address + 100),
         "vip_prefix": c.lab.config.network.prefixlen,
         "vrrp_advert_s": ADVERT,

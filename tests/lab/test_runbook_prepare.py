@@ -51,7 +51,8 @@ class Prepared:
 def lab_env(inventory_dir: Path, runs: Path, dns: str) -> dict[str, str]:
     """The environment that points the runbook's defaults (and nbval) at this lab."""
     return {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOKS_RUNS_DIR": str(runs),
-            "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir), "RUNBOOKS_LAB_INVENTORY_DIR": str(inventory_dir),
+            "RUNBOOKS_PARAMS": "params/lab.yaml", "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir),
+            "RUNBOOKS_LAB_INVENTORY_DIR": str(inventory_dir),
             "RUNBOOKS_LAB_DNS": dns}
 
 

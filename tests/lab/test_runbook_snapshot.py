@@ -19,7 +19,7 @@ import yaml
 
 from runbooks_lib import runner
 from runbooks_lib.lab import cluster
-from tests.lab.cluster_fixtures import LabCluster
+from tests.lab.cluster_fixtures import APP_HOST, LabCluster
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -30,7 +30,8 @@ def target_params(c: LabCluster, path: Path, backup_dir: Path, **extra: object) 
     """A parameter file reaching the session's cluster, for the snapshot and restore runbooks."""
     values = {"cluster_name": "lab", "inventory": str(c.hosts), "kubeconfig": str(c.kubeconfig),
               "ssh_key": c.description["ssh_key"], "known_hosts": c.description["known_hosts"],
-              "backup_dir": str(backup_dir), **extra}
+              "backup_dir": str(backup_dir), "kubespray_dir": str(cluster.KUBESPRAY_DIR), "app_host": APP_HOST,
+              **extra}
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
 

@@ -37,7 +37,8 @@ IN_ORDER = ("10-prepare-nodes.ipynb", "20-install-cluster.ipynb", "30-diagnostic
 def test_nbval_over_the_runbooks_in_order(kubespray_cluster: LabCluster, tmp_path: Path) -> None:
     c = kubespray_cluster
     env = {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOKS_RUNS_DIR": str(tmp_path / "runs"),
-           "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir), "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir),
+           "RUNBOOKS_PARAMS": "params/lab.yaml", "RUNBOOKS_LAB_DIR": str(LabConfig().state_dir),
+           "RUNBOOKS_LAB_INVENTORY_DIR": str(c.inventory_dir),
            "RUNBOOKS_LAB_DNS": c.description["host_ip"], "RUNBOOKS_LAB_SPARE_IP": c.ip("node5"),
            "RUNBOOKS_LAB_VIP": str(c.lab.config.network.network_address + 100)}
     notebooks = [f"notebooks/{name}" for name in IN_ORDER]

@@ -209,7 +209,7 @@ def test_a_watch_records_each_change_of_state_not_the_first_sight() -> None:
 
 
 def test_failover_parameters_are_checked_beyond_types() -> None:
-    good = schemas.FailoverParams(dns_server="10.0.0.1", vip="10.0.0.100")
+    good = schemas.FailoverParams(dns_server="10.0.0.1", vip="10.0.0.100", fault_injector="lab")
     assert schemas.check_failover(good) is good
     bad = replace(good, strategies=("dns-naive", "anycast"), recommended="haproxy", fault_mode="melt",
                   fault_injector="command", rate=0, vip="not-an-ip")

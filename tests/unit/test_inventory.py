@@ -389,3 +389,18 @@ def test_diff_reports_pure_reordering() -> None:
     new.move_to_end("kube_node", "node3")
     change = {g.group: g for g in diff(old, new).groups}["kube_node"]
     assert change.reordered and change.added == () and change.first_before == change.first_after
+
+
+def test_a_stale_hosts_list_would_drop_or_move_hosts_of_the_inventory() -> None:
+    """After add-worker or replace the inventory has hosts a parameter file's hosts lacks: named, not dropped."""
+    from runbooks_lib import inventory
+
+    installed = inventory.build(["203.0.113.11", "203.0.113.12", "203.0.113.13"], names=["node1", "node2", "node3"],
+                                control_planes=["node1"], etcd=["node1", "node2", "node3"], workers=["node3"])
+    grown = installed.copy()
+    grown.add_host("node5", ansible_host="203.0.113.15", ip="203.0.113.15", groups=["kube_node"])
+    stale = inventory.build(["203.0.113.11", "203.0.113.12", "203.0.113.99"], names=["node1", "node2", "node3"],
+                            control_planes=["node1"], etcd=["node1", "node2", "node3"], workers=["node3"])
+    assert inventory.diff(grown, stale).dropped_or_moved() == ["node5 (dropped)", "node3 (address changed)"]
+    assert inventory.diff(installed, installed.copy()).dropped_or_moved() == []
+    assert inventory.diff(installed, grown).dropped_or_moved() == []  # adding is not losing

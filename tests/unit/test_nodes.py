@@ -233,3 +233,23 @@ def test_require_reachable_lists_each_host_and_refuses_at_the_first_that_fails()
     down = testing.MockConnection("node4", {("true",): errors.HostUnreachable("connection timed out")})
     with pytest.raises(errors.PreconditionFailed, match=r"node4 \(192\.0\.2\.1\) cannot be used: connection timed out"):
         nodes.require_reachable({"node4": down}, timeout=5)
+
+
+def test_prepare_works_from_hosts_before_the_first_install_and_from_the_inventory_after(tmp_path) -> None:
+    """The README's order: prepare-nodes runs before install-cluster has written any inventory."""
+    from runbooks_lib import schemas
+    from runbooks_lib.errors import BadParameters, PreconditionFailed
+
+    hosts = {"node1": "203.0.113.11", "node2": "203.0.113.12"}
+    p = schemas.PrepareParams(cluster_name="c", inventory=tmp_path / "hosts.yaml", hosts=hosts,
+                              upstream_dns_servers=("192.0.2.53",))
+    assert nodes.prepare_targets(p) == (hosts, "hosts (no inventory yet: install-cluster writes it from them)")
+    limited = schemas.PrepareParams(**{**p.__dict__, "limit": ("node2",)})
+    assert nodes.prepare_targets(limited)[0] == {"node2": "203.0.113.12"}
+    (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    node7:\n      ansible_host: 198.51.100.7\n")
+    assert nodes.prepare_targets(p) == ({"node7": "198.51.100.7"}, "the inventory hosts.yaml")
+    with pytest.raises(BadParameters, match="not in the inventory: node2"):
+        nodes.prepare_targets(limited)
+    (tmp_path / "hosts.yaml").unlink()
+    with pytest.raises(PreconditionFailed, match="does not exist and hosts is empty"):
+        nodes.prepare_targets(schemas.PrepareParams(**{**p.__dict__, "hosts": {}}))

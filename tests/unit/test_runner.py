@@ -183,7 +183,8 @@ def test_diagnostics_preflight_refuses_with_exit_2(tmp_path: Path, monkeypatch: 
     monkeypatch.delenv("RUNBOOKS_NOTEBOOKS_DIR", raising=False)
     monkeypatch.setenv("RUNBOOKS_RUNS_DIR", str(tmp_path / "runs"))
     rc = _main("run", "diagnostics", "-p", "inventory", str(tmp_path / "none" / "hosts.yaml"), "-p", "cluster_name",
-               "unit-x", "--no-progress", "--cell-timeout", "60")
+               "unit-x", "-p", "ssh_key", "k", "-p", "known_hosts", "h", "-p", "kubeconfig", "c",
+               "--no-progress", "--cell-timeout", "60")
     out = capsys.readouterr().out
     assert rc == 2, out
     assert out.startswith("REFUSED: diagnostics on unit-x") and "PreconditionFailed" in out
@@ -196,13 +197,54 @@ def test_diagnostics_rejects_unknown_parameter_file_keys(tmp_path: Path, monkeyp
     monkeypatch.delenv("RUNBOOKS_NOTEBOOKS_DIR", raising=False)
     monkeypatch.setenv("RUNBOOKS_RUNS_DIR", str(tmp_path / "runs"))
     bad = tmp_path / "bad.yaml"
-    bad.write_text("journal_lines: 5\njournal_line: 5\netcd_members: [a, b]\nhosts: {a: 203.0.113.1, b: 203.0.113.2}\n"
-                   "control_planes: [a]\n")
+    target = "cluster_name: c\ninventory: /i\nssh_key: /k\nknown_hosts: /h\nkubeconfig: /c\n"
+    bad.write_text(target + "journal_lines: 5\njournal_line: 5\netcd_members: [a, b]\n"
+                   "hosts: {a: 203.0.113.1, b: 203.0.113.2}\ncontrol_planes: [a]\n")
     assert _main("run", "diagnostics", "-f", str(bad), "--no-progress") == 2
     err = capsys.readouterr().err
     assert "journal_line: unknown parameter (did you mean 'journal_lines'?)" in err
     assert not (tmp_path / "runs").exists()
-    bad.write_text("etcd_members: [a, b]\nhosts: {a: 203.0.113.1, b: 203.0.113.2}\ncontrol_planes: [a]\n")
+    bad.write_text(target + "etcd_members: [a, b]\nhosts: {a: 203.0.113.1, b: 203.0.113.2}\ncontrol_planes: [a]\n")
     assert _main("run", "diagnostics", "-f", str(bad), "--no-progress") == 2
     assert "etcd needs an odd number" in capsys.readouterr().err
+    bad.write_text("journal_lines: 5\n")  # a site value missing: refused naming each, nothing run
+    assert _main("run", "diagnostics", "-f", str(bad), "--no-progress") == 2
+    assert "no value for cluster_name, inventory, ssh_key, known_hosts, kubeconfig" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_playbook_cell_is_never_cut_off_before_its_playbook_bound() -> None:
+    """One playbook per cell: the cell timeout covers playbook_timeout_s, whatever --cell-timeout says."""
+    from runbooks_lib import schemas
+
+    install = schemas.InstallParams()
+    assert install.playbook_timeout_s >= 5400  # cluster.yml takes 30-90 minutes on real VPSes
+    assert runner.cell_timeout_for(install, 1800) == install.playbook_timeout_s + runner.PLAYBOOK_CELL_MARGIN_S
+    assert runner.cell_timeout_for(install, 99999) == 99999
+    assert runner.cell_timeout_for(schemas.DiagnosticsParams(), 300) == 300
+    for name, schema in schemas.RUNBOOK_SCHEMAS.items():
+        bound = getattr(schema(), "playbook_timeout_s", None)
+        assert bound is None or bound >= 1800, name
+
+
+def test_no_cell_runs_two_playbooks() -> None:
+    """Calls that run a playbook (kubespray.run, or a notebook's playbook helper) outside a def: one per cell."""
+    import ast
+
+    def runs_in(tree: ast.AST) -> int:
+        count = 0
+        for node in ast.iter_child_nodes(tree):
+            if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                count += name in ("kubespray.run", "playbook", "run_playbook")
+            inner = runs_in(node)
+            count += 2 * inner if isinstance(node, (ast.For, ast.While)) else inner  # a loop runs it again
+        return count
+
+    for book in runner.discover():
+        for cell in nbformat.read(book.path, as_version=4).cells:
+            if cell.cell_type == "code":
+                source = "\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+                assert runs_in(ast.parse(source)) <= 1, (book.name, cell.source[:200])

@@ -58,8 +58,10 @@ def test_not_positive_and_refuse() -> None:
 ])
 def test_each_runbook_check_refuses_with_every_problem_named(tmp_path: Path, check, schema, values, expected) -> None:
     t = _target(tmp_path, inventory=True, kubespray_dir=True, known_hosts=True, ssh_key=True, kubeconfig=True)
-    # Literal addresses where the defaults hold ${...} (expanded when a runbook validates its parameters).
-    expanded = {k: v for k, v in (("replacement_ip", "10.0.0.15"), ("upstream_dns_servers", ("10.0.0.1",)))
+    # The site values a real parameter file gives (no default is a site value).
+    expanded = {k: v for k, v in (("replacement_ip", "10.0.0.15"), ("upstream_dns_servers", ("10.0.0.1",)),
+                                  ("dead_node", "node1"), ("replacement", "node5"), ("app_host", "app.example.com"),
+                                  ("new_workers", {"node5": "10.0.0.15"}), ("remove", ("node4",)))
                 if hasattr(schema(), k)}
     good = replace(schema(), **{f: getattr(t, f) for f in ("inventory", "kubespray_dir", "known_hosts", "ssh_key",
                                                            "kubeconfig")}, **expanded)
