@@ -87,7 +87,7 @@ timeout_s: float = 30.0  # bound of each remote command and API request, seconds
 # before anything is contacted.
 
 # %%
-p = schemas.from_namespace(schemas.DiagnosticsParams, globals())
+p = schemas.check_diagnostics(schemas.from_namespace(schemas.DiagnosticsParams, globals()))
 print(f"target {p.cluster_name}: inventory {p.inventory}")
 
 # %% [markdown]

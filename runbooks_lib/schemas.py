@@ -21,7 +21,9 @@ from reading the environment and those files.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -73,9 +75,198 @@ def missing_files(p: Target, *names: str) -> list[str]:
 
 
 def not_positive(p: object, *names: str) -> list[str]:
-    """``timeouts must be positive`` (naming them) when any of the attributes ``names`` is <= 0. Pure."""
-    bad = [name for name in names if getattr(p, name) <= 0]
-    return [f"timeouts must be positive: {', '.join(bad)}"] if bad else []
+    """``timeouts must be positive and finite`` (naming them) when an attribute of ``names`` is <= 0, NaN or
+    infinite. Pure. (The runbook checks use :func:`out_of_range`, which also states each upper bound.)"""
+    bad = [name for name in names if not (math.isfinite(getattr(p, name)) and getattr(p, name) > 0)]
+    return [f"timeouts must be positive and finite: {', '.join(bad)}"] if bad else []
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number must be in: ``low..high``, or ``positive and at most high`` when ``above`` (low
+    excluded). Always finite. ``unit`` is appended to the stated range (`` s (7 days)``)."""
+
+    low: float
+    high: float
+    above: bool = False
+    unit: str = ""
+
+    def holds(self, value: float) -> bool:
+        return math.isfinite(value) and (value > self.low if self.above else value >= self.low) \
+            and value <= self.high
+
+    def __str__(self) -> str:
+        if not self.above:
+            return f"{self.low:g}..{self.high:g}{self.unit}"
+        low = "positive" if self.low == 0 else f"more than {self.low:g}"
+        return f"{low} and at most {self.high:g}{self.unit}"
+
+
+WEEK_S = 7 * 24 * 3600
+# Timeouts and other durations in seconds: a field whose name ends in _s or contains "timeout".
+TIMEOUT_BOUNDS = Bounds(0, WEEK_S, above=True, unit=" s (7 days)")
+# Every other number of a runbook schema, by field name (the same name means the same thing in every schema).
+NUMBER_BOUNDS: Mapping[str, Bounds] = {
+    "journal_lines": Bounds(1, 10000),
+    "cert_warn_days": Bounds(0, 3650, unit=" days"),
+    "keep_last": Bounds(0, 10000),  # 0: rule off
+    "keep_days": Bounds(0, 36500, unit=" days"),  # 0: rule off
+    "dead_drain_grace_period_s": Bounds(0, WEEK_S, unit=" s"),  # 0: no grace period
+    "dns_port": Bounds(1, 65535),
+    "haproxy_port": Bounds(0, 65535),  # 0: a free port
+    "rate": Bounds(0, 1000, above=True, unit=" requests per second per strategy"),
+    "warmup_s": Bounds(0, 3600, unit=" s"),  # 0: no warm-up
+    "before_s": Bounds(0, 3600, above=True, unit=" s"),
+    "after_s": Bounds(0, 3600, above=True, unit=" s"),
+    "slow_ms": Bounds(0, 60000, above=True, unit=" ms"),
+    "vip_prefix": Bounds(8, 32),
+    "vrrp_advert_s": Bounds(0.01, 255, unit=" s (keepalived's advert_int)"),
+    "vrrp_router_id": Bounds(1, 255),
+    "haproxy_fall": Bounds(1, 100),
+    "haproxy_rise": Bounds(1, 100),
+    "haproxy_retries": Bounds(0, 100),
+}
+
+
+def number_bounds(name: str) -> Bounds | None:
+    """The stated range of the number field ``name``: ``NUMBER_BOUNDS``, else TIMEOUT_BOUNDS for a name
+    ending in ``_s`` or containing ``timeout``; None: only finiteness is checked."""
+    if name in NUMBER_BOUNDS:
+        return NUMBER_BOUNDS[name]
+    return TIMEOUT_BOUNDS if name.endswith("_s") or "timeout" in name else None
+
+
+def out_of_range(p: object) -> list[str]:
+    """One problem line per number field of the dataclass ``p`` that is not finite or not within its stated
+    range (:func:`number_bounds`): ``journal_lines must be 1..10000, got -5``. Every int and float field is
+    checked, so a new timeout cannot be forgotten. Pure."""
+    problems = []
+    for f in fields(p):  # type: ignore[arg-type]
+        value = getattr(p, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        bounds = number_bounds(f.name)
+        if bounds is not None and not bounds.holds(value):
+            problems.append(f"{f.name} must be {bounds}, got {value}")
+        elif bounds is None and not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number, got {value}")
+    return problems
+
+
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def _not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, link_local: bool) -> str | None:
+    """Why ``ip`` cannot be a machine's own address (None: it can). IPv4-mapped IPv6 is judged as IPv4."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip == _LIMITED_BROADCAST:
+        return "the broadcast address"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK:
+        return "in 0.0.0.0/8 ('this network', not a host's address)"
+    if ip.is_reserved:
+        return "a reserved address"
+    if link_local and ip.is_link_local:
+        return "a link-local address (not routed between machines)"
+    return None
+
+
+def bad_node_addresses(label: str, values: Iterable[str], *, prefix: int | None = None) -> list[str]:
+    """Problem lines for values that cannot be a machine's address: not an IP address, unspecified (0.0.0.0,
+    ::), loopback, multicast, the broadcast 255.255.255.255, 0.0.0.0/8, reserved (240.0.0.0/4) or link-local
+    (169.254.0.0/16, fe80::/10: not routed, and 169.254.169.254 is a cloud's metadata service). With the
+    network's ``prefix`` (IPv4, /30 or shorter) its network and broadcast addresses are refused too. Pure."""
+    problems = []
+    for value in values:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            problems.append(f"{label}: {value!r} is not an IP address")
+            continue
+        why = _not_unicast(ip, link_local=True)
+        if why is None and prefix is not None and isinstance(ip, ipaddress.IPv4Address) and prefix <= 30:
+            net = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
+            why = (f"the broadcast address of {net}" if ip == net.broadcast_address
+                   else f"the network address of {net}" if ip == net.network_address else None)
+        if why:
+            problems.append(f"{label}: {value} is {why}; give a unicast address of the machine")
+    return problems
+
+
+def bad_dns_servers(label: str, values: Iterable[str]) -> list[str]:
+    """Problem lines for upstream DNS servers that are not IP addresses or cannot be a resolver's: loopback
+    (systemd-resolved would ask itself), unspecified, multicast, broadcast, reserved. Link-local is allowed
+    (some clouds' resolvers are, e.g. 169.254.169.253). Pure."""
+    problems = []
+    for value in values:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            problems.append(f"{label}: {value!r} is not an IP address")
+            continue
+        why = _not_unicast(ip, link_local=False)
+        if why == "a loopback address":
+            problems.append(f"{label}: {value} is a loopback address; systemd-resolved would "
+                            "ask itself (the 127.0.0.53 loop the prepare-nodes runbook removes)")
+        elif why:
+            problems.append(f"{label}: {value} is {why}, not a DNS server's")
+    return problems
+
+
+# Directories a remote_dir may not be (exactly; a directory below one, as /var/tmp or /var/lib/x, is fine).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys",
+               "/usr", "/var")
+
+
+def bad_remote_dir(label: str, value: str) -> list[str]:
+    """Problem lines for a directory on a remote machine the runbook writes files to (and deletes them from):
+    it must be absolute, normalised (no ``..``, ``.``, ``//`` or trailing ``/``), not ``/`` and not one of
+    ``SYSTEM_DIRS`` itself. Pure."""
+    if not value.startswith("/"):
+        return [f"{label}: {value!r} must be an absolute path"]
+    if ".." in value.split("/"):
+        return [f"{label}: {value!r} must be a normalised path (no '..'); name the directory itself"]
+    if value != posixpath.normpath(value) or value.startswith("//"):
+        return [f"{label}: {value!r} must be a normalised path (no '.', '//' or trailing '/'): "
+                f"{posixpath.normpath('/' + value.lstrip('/'))!r}"]
+    if value == "/":
+        return [f"{label}: '/' is the root directory; give a scratch directory such as /var/tmp"]
+    if value in SYSTEM_DIRS:
+        return [f"{label}: {value} is a system directory; give a scratch directory such as /var/tmp"]
+    return []
+
+
+def repeated(label: str, names: Iterable[str]) -> list[str]:
+    """``label: NAME is named twice`` for each name given more than once (in order). Pure."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for name in names:
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    return [f"{label}: {name} is named twice" for name in twice]
+
+
+def pin_breaking_env(label: str, env: Mapping[str, str]) -> list[str]:
+    """Problem lines for ``ansible_env`` keys that would undo the pinned SSH host keys: those of
+    :data:`runbooks_lib.inventory.ssh_pins.ENV_KEYS` (ANSIBLE_SSH_ARGS, ANSIBLE_HOST_KEY_CHECKING,
+    ANSIBLE_SSH_EXECUTABLE other than plain ssh, ...), as the run itself refuses them. Pure."""
+    from runbooks_lib.inventory import ssh_pins
+
+    problems = []
+    for key, value in env.items():
+        reason = ssh_pins.ENV_KEYS.get(str(key).upper())
+        if reason and not (str(key).upper() == "ANSIBLE_SSH_EXECUTABLE" and str(value).strip() in ssh_pins.TRUSTED_SSH):
+            problems.append(f"{label}: {key} {reason}; host keys must stay pinned (remove {key})")
+    return problems
 
 
 def refuse(problems: list[str], what: str, fix: str = FIX_NOTHING_CHANGED) -> None:
@@ -121,36 +312,50 @@ class DiagnosticsParams(Target):
 
 
 def check_target(target: Target) -> Target:
-    """Checks beyond types: names, unique valid addresses, roles naming known hosts, odd etcd count.
+    """Checks beyond types: names, unique unicast addresses, roles naming known hosts once, odd etcd count.
 
-    The layout checks apply only when ``hosts`` is given. Raises BadParameters
-    listing every problem. Pure.
+    The layout checks apply only when ``hosts`` is given; a name repeated in a
+    role list is refused always. Raises BadParameters listing every problem. Pure.
     """
     problems = []
     if not _HOST_NAME.match(target.cluster_name):
         problems.append(f"cluster_name {target.cluster_name!r}: use lower-case letters, digits and '-'")
+    for role in ("control_planes", "etcd_members", "workers"):
+        problems += repeated(role, getattr(target, role))
     if target.hosts:
         seen: dict[str, str] = {}
         for name, address in target.hosts.items():
             if not _HOST_NAME.match(name):
                 problems.append(f"hosts: {name!r} is not a valid host name (lower-case letters, digits, '-')")
-            problems += not_ip_addresses(f"hosts: {name}", [address])
+            problems += bad_node_addresses(f"hosts: {name}", [address])
             if address in seen:
                 problems.append(f"hosts: {name} and {seen[address]} have the same address {address}")
             seen.setdefault(address, name)
         for role in ("control_planes", "etcd_members", "workers"):
-            for name in getattr(target, role):
+            for name in dict.fromkeys(getattr(target, role)):
                 if name not in target.hosts:
                     problems.append(f"{role}: {name!r} is not in hosts ({', '.join(target.hosts)})")
         if not target.control_planes:
             problems.append("control_planes: at least one host is needed")
-        if len(target.etcd_members) % 2 == 0:
-            problems.append(f"etcd_members: {len(target.etcd_members)} members; etcd needs an odd number "
+        members = len(set(target.etcd_members))
+        if members % 2 == 0:
+            problems.append(f"etcd_members: {members} members; etcd needs an odd number "
                             "(1, 3 or 5) to keep a majority")
     if problems:
         raise errors.BadParameters("invalid target:\n" + "\n".join(f"  - {p}" for p in problems),
                                    fix="correct the parameter file; nothing was run")
     return target
+
+
+def check_diagnostics(p: DiagnosticsParams) -> DiagnosticsParams:
+    """Checks of DiagnosticsParams beyond types and the target's: numbers in range (journal_lines 1..10000,
+    cert_warn_days 0..3650, timeout_s), valid host names named once in ``inspect_nodes``. Raises
+    BadParameters. Pure."""
+    problems = out_of_range(p)
+    problems += [f"inspect_nodes: {n!r} is not a valid host name" for n in p.inspect_nodes if not _HOST_NAME.match(n)]
+    problems += repeated("inspect_nodes", p.inspect_nodes)
+    refuse(problems, "diagnostics", fix="correct the parameter file or -p values; nothing was run")
+    return p
 
 
 def is_command_name(key: str, value: object) -> bool:
@@ -312,27 +517,19 @@ def check_prepare(p: PrepareParams, known: list[str] | tuple[str, ...]) -> list[
 
     ``known``: the inventory's host names. Raises BadParameters naming every
     problem: unknown or repeated hosts in ``limit``, upstream DNS servers that
-    are not IP addresses or are loopback, a non-positive timeout. Pure.
+    cannot be a resolver's (:func:`bad_dns_servers`: loopback, unspecified, ...),
+    a timeout out of range (:func:`out_of_range`). Pure.
     """
     problems = []
     if not p.upstream_dns_servers:
         problems.append("upstream_dns_servers: give at least one DNS server address")
-    for addr in p.upstream_dns_servers:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            problems.append(f"upstream_dns_servers: {addr!r} is not an IP address")
-            continue
-        if ip.is_loopback:
-            problems.append(f"upstream_dns_servers: {addr} is a loopback address; systemd-resolved would "
-                            "ask itself (the 127.0.0.53 loop this runbook removes)")
+    problems += bad_dns_servers("upstream_dns_servers", p.upstream_dns_servers)
     unknown = [name for name in p.limit if name not in known]
     if unknown:
         problems.append(f"limit: not in the inventory: {', '.join(unknown)} (hosts: {', '.join(known)})")
     if len(set(p.limit)) != len(p.limit):
         problems.append("limit: a host is named twice")
-    if p.timeout_s <= 0:
-        problems.append("timeout_s: must be positive")
+    problems += out_of_range(p)
     if problems:
         raise errors.BadParameters("invalid parameters for PrepareParams: " + "; ".join(problems),
                                    fix="correct the parameter file or -p values; nothing was run")
@@ -376,11 +573,12 @@ def check_install(p: InstallParams) -> InstallParams:
     if p.hosts and not p.workers:
         problems.append("workers: at least one host is needed")
     problems += missing_files(p, "kubespray_dir", "ssh_key", "known_hosts")
-    problems += not_ip_addresses("upstream_dns_servers / dns_server",
-                                 (*p.upstream_dns_servers, *([p.dns_server] if p.dns_server else [])))
+    problems += bad_dns_servers("upstream_dns_servers", p.upstream_dns_servers)
+    problems += not_ip_addresses("dns_server", [p.dns_server] if p.dns_server else [])
     if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", p.app_host):
         problems.append(f"app_host {p.app_host!r} is not a DNS name")
-    problems += not_positive(p, "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    problems += pin_breaking_env("ansible_env", p.ansible_env)
+    problems += out_of_range(p)
     refuse(problems, "install")
     return p
 
@@ -405,16 +603,13 @@ class SnapshotParams(Target):
 
 
 def check_snapshot(p: SnapshotParams) -> SnapshotParams:
-    """Checks beyond types: retention numbers, timeouts, key names, the backup to drill. Raises BadParameters. Pure."""
-    problems = []
-    if p.keep_last < 0 or p.keep_days < 0:
-        problems.append("keep_last and keep_days: 0 (off) or positive")
-    problems += not_positive(p, "timeout_s")
+    """Checks beyond types: retention numbers, timeouts, key names, the backup to drill, the member's scratch
+    directory (:func:`bad_remote_dir`). Raises BadParameters. Pure."""
+    problems = out_of_range(p)
     problems += [f"drill_keys: {k!r} is not an etcd key (starts with /)" for k in p.drill_keys if not k.startswith("/")]
     if p.drill_snapshot and ("/" in p.drill_snapshot or not p.drill_snapshot.endswith(".db")):
         problems.append(f"drill_snapshot: {p.drill_snapshot!r}: give a .db file name in backup_dir")
-    if not p.remote_dir.startswith("/"):
-        problems.append(f"remote_dir: {p.remote_dir!r} must be an absolute path")
+    problems += bad_remote_dir("remote_dir", p.remote_dir)
     refuse(problems, "snapshot", fix="correct the parameter file or -p values; nothing was run")
     return p
 
@@ -444,7 +639,8 @@ def check_restore(p: RestoreParams) -> RestoreParams:
     if p.snapshot and ("/" in p.snapshot or not p.snapshot.endswith(".db")):
         problems.append(f"snapshot: {p.snapshot!r}: give a .db file name in backup_dir (or leave it empty)")
     problems += missing_files(p, "kubespray_dir")
-    problems += not_positive(p, "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    problems += pin_breaking_env("ansible_env", p.ansible_env)
+    problems += out_of_range(p)
     refuse(problems, "restore")
     return p
 
@@ -502,7 +698,8 @@ def _check_common_worker(p: AddWorkerParams | RemoveWorkerParams, problems: list
     problems += not_ip_addresses("dns_server", [p.dns_server] if p.dns_server else [])
     if p.dns_command and "{ips}" not in p.dns_command:
         problems.append("dns_command: one word must be {ips} (replaced by the ingress nodes' IPs)")
-    problems += not_positive(p, "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    problems += pin_breaking_env("ansible_env", p.ansible_env)
+    problems += out_of_range(p)
 
 
 def check_add_worker(p: AddWorkerParams) -> AddWorkerParams:
@@ -514,11 +711,11 @@ def check_add_worker(p: AddWorkerParams) -> AddWorkerParams:
     for name, ip in p.new_workers.items():
         if not _HOST_NAME.match(name):
             problems.append(f"new_workers: {name!r} is not a valid host name (lower-case letters, digits, '-')")
-        problems += not_ip_addresses(f"new_workers: {name}", [ip])
+        problems += bad_node_addresses(f"new_workers: {name}", [ip])
         if ip in seen:
             problems.append(f"new_workers: {name} and {seen[ip]} have the same IP {ip}")
         seen.setdefault(ip, name)
-    problems += not_ip_addresses("upstream_dns_servers", p.upstream_dns_servers)
+    problems += bad_dns_servers("upstream_dns_servers", p.upstream_dns_servers)
     _check_common_worker(p, problems)
     refuse(problems, "add-worker")
     return p
@@ -533,8 +730,6 @@ def check_remove_worker(p: RemoveWorkerParams) -> RemoveWorkerParams:
         problems.append("remove: a host is named twice")
     if p.node_state not in ("auto", "alive", "dead"):
         problems.append(f"node_state {p.node_state!r}: use auto, alive or dead")
-    if p.drain_timeout_s <= 0 or p.dead_drain_timeout_s <= 0 or p.dead_drain_grace_period_s < 0:
-        problems.append("drain timeouts must be positive (grace period not negative)")
     _check_common_worker(p, problems)
     refuse(problems, "remove-worker")
     return p
@@ -557,6 +752,8 @@ class ReplaceParams(Target):
     allow_answering_dead_node: bool = False  # treat a node as dead even though its etcd or API answers
     upstream_dns_servers: tuple[str, ...] = ()  # for preparing the replacement
     app_host: str = ""  # the test app's host name, asked on every ingress node at the end
+    dns_server: str = ""  # check app_host's A records there; empty: no DNS check
+    dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
     kubeconfig_server_after: str = ""  # the kubeconfig's server at the end; empty: left at a survivor
     ansible_env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = True
@@ -574,11 +771,16 @@ def check_replace(p: ReplaceParams) -> ReplaceParams:
         if not _HOST_NAME.match(getattr(p, key)):
             problems.append(f"{key} {getattr(p, key)!r} is not a valid host name")
     if p.replacement != p.dead_node:
-        problems += not_ip_addresses("replacement_ip (a new machine needs one)", [p.replacement_ip])
+        problems += bad_node_addresses("replacement_ip (a new machine needs one)", [p.replacement_ip])
+    problems += bad_dns_servers("upstream_dns_servers", p.upstream_dns_servers)
     problems += missing_files(p, "inventory", "kubespray_dir", "known_hosts", "kubeconfig")
     if p.kubeconfig_server_after and not re.fullmatch(r"https://\S+", p.kubeconfig_server_after):
         problems.append("kubeconfig_server_after must be an https:// URL or empty")
-    problems += not_positive(p, "drain_timeout_s", "playbook_timeout_s", "ready_timeout_s", "timeout_s")
+    problems += not_ip_addresses("dns_server", [p.dns_server] if p.dns_server else [])
+    if p.dns_command and "{ips}" not in p.dns_command:
+        problems.append("dns_command: one word must be {ips} (replaced by the ingress nodes' IPs)")
+    problems += pin_breaking_env("ansible_env", p.ansible_env)
+    problems += out_of_range(p)
     refuse(problems, "replace")
     return p
 
@@ -646,19 +848,12 @@ def check_failover(p: FailoverParams) -> FailoverParams:
         problems.append(f"fault_injector {p.fault_injector!r}: use one of {', '.join(faults.KINDS)}")
     if p.fault_injector == "command" and not p.fault_command:
         problems.append("fault_injector 'command' needs fault_command (argv; {node} {address} {mode} substituted)")
-    for name, value in (("dns_server", p.dns_server), ("haproxy_bind", p.haproxy_bind),
-                        *((("vip", p.vip),) if "keepalived-vip" in p.strategies else ())):
+    for name, value in (("dns_server", p.dns_server), ("haproxy_bind", p.haproxy_bind)):
         problems += not_ip_addresses(name, [value])
-    positive = {k: getattr(p, k) for k in ("rate", "before_s", "after_s", "naive_connect_timeout_s",
-                                            "fallback_connect_timeout_s", "happy_eyeballs_stagger_s",
-                                            "read_timeout_s", "slow_ms", "vrrp_advert_s", "haproxy_check_inter_s",
-                                            "haproxy_connect_timeout_s", "haproxy_server_timeout_s", "ready_timeout_s",
-                                            "timeout_s")}
-    problems += [f"{k} must be positive" for k, v in positive.items() if v <= 0]
-    if p.warmup_s < 0 or p.haproxy_retries < 0 or p.haproxy_fall < 1 or p.haproxy_rise < 1:
-        problems.append("warmup_s and haproxy_retries must be >= 0, haproxy_fall/rise >= 1")
-    if not 1 <= p.vrrp_router_id <= 255 or not 8 <= p.vip_prefix <= 32:
-        problems.append("vrrp_router_id must be 1..255 and vip_prefix 8..32")
+    if "keepalived-vip" in p.strategies:
+        prefix = p.vip_prefix if NUMBER_BOUNDS["vip_prefix"].holds(p.vip_prefix) else None
+        problems += bad_node_addresses("vip", [p.vip], prefix=prefix)
+    problems += out_of_range(p)
     refuse(problems, "failover", fix="correct the parameter file or -p values; nothing was run")
     return p
 

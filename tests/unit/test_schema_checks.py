@@ -39,7 +39,7 @@ def test_missing_files_names_only_the_missing_ones(tmp_path: Path) -> None:
 def test_not_positive_and_refuse() -> None:
     p = schemas.ReplaceParams(timeout_s=0, drain_timeout_s=-1)
     assert schemas.not_positive(p, "timeout_s", "drain_timeout_s", "ready_timeout_s") == [
-        "timeouts must be positive: timeout_s, drain_timeout_s"]
+        "timeouts must be positive and finite: timeout_s, drain_timeout_s"]
     schemas.refuse([], "replace")  # nothing to refuse: no error
     with pytest.raises(errors.BadParameters, match=r"invalid replace parameters: a; b") as info:
         schemas.refuse(["a", "b"], "replace")
