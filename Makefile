@@ -10,9 +10,9 @@ APT_PACKAGES := python3-venv python3-dev gcc debootstrap systemd-container iprou
 	openssh-client etcd-server etcd-client haproxy keepalived hey dnsmasq-base curl ca-certificates git \
 	chromium chromium-driver
 
-.PHONY: setup apt venv demo lab-notebooks test test-unit bench lab-down clean
+.PHONY: setup apt venv lab-venvs demo lab-notebooks test test-unit bench lab-down clean
 
-setup: apt venv
+setup: apt venv lab-venvs
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -61,6 +61,11 @@ $(CLIENT_OLDEST): | $(VENV)/.installed
 	rm -rf $(TOOLS)/kubernetes-36
 	$(PY) -m pip install -q --disable-pip-version-check --target $(TOOLS)/kubernetes-36 'kubernetes>=36,<37'
 	test -f $@
+
+# Each Kubespray stand-in era's own Ansible (runbooks_lib/lab/kubespray/requirements.txt and
+# eras/v2.31/requirements.txt), in the lab cache; the checkouts link them as venv/, as Kubespray's docs do.
+lab-venvs: venv
+	$(VENV)/bin/runbooks lab venvs
 
 # The lab up, then `runbooks run` prepare-nodes -> install-cluster -> diagnostics -> failover-test (runbooks_lib/lab/demo.py);
 # it ends with where the run records are (runs/lab/) and each runbook's one-line result.

@@ -115,8 +115,7 @@ def main() -> int:
             "known_hosts": desc["known_hosts"], "backup_dir": str(work / "backups"),
             "kubespray_dir": str(cluster.KUBESPRAY_DIR), "app_host": "uuid.awesome.lab"}
     (work / "snap.yaml").write_text(yaml.safe_dump(base))
-    (work / "restore.yaml").write_text(yaml.safe_dump({**base, "ansible_playbook": str(cluster.ansible_playbook_path()),
-                                                        "ansible_env": cluster.playbook_env()}))
+    (work / "restore.yaml").write_text(yaml.safe_dump({**base, "ansible_env": cluster.playbook_env()}))
     lab.snapshot_all(SAVED)
     try:
         taken = runner.run(runner.find("etcd-snapshot"), files=[work / "snap.yaml"], runs=work / "runs",

@@ -51,7 +51,7 @@ def _with_flags(c: LabCluster, workdir: Path, checkout: Path) -> dict:
     params = workdir / "remove.yaml"
     params.write_text(json.dumps({
         "cluster_name": "lab", "inventory": str(c.hosts), "kubespray_dir": str(checkout),
-        "ansible_playbook": str(cluster.ansible_playbook_path()), "kubeconfig": str(c.kubeconfig),
+        "kubeconfig": str(c.kubeconfig),
         "ssh_key": d["ssh_key"], "known_hosts": d["known_hosts"], "remove": ["node4"], "app_host": "uuid.awesome.lab",
         "ansible_env": cluster.playbook_env()}))
     started = time.monotonic()
@@ -66,7 +66,7 @@ def _with_flags(c: LabCluster, workdir: Path, checkout: Path) -> dict:
 def _without_flags(c: LabCluster, checkout: Path, bound: float, workdir: Path) -> dict:
     cmd = kubespray.command(kubespray.detect(checkout), "remove-node", inventory=c.hosts,
                             known_hosts=c.description["known_hosts"],
-                            ansible_playbook=cluster.ansible_playbook_path(), extra_vars={"node": "node4"})
+                            ansible_playbook=cluster.ansible_playbook_path(checkout), extra_vars={"node": "node4"})
     print(f"$ {' '.join(cmd.argv)}  (bounded at {bound:.0f} s)", flush=True)
     # The lab's playbook environment (no quick-unreachable wrapper): upstream's ConnectionAttempts=100
     # applies, as on a real checkout.

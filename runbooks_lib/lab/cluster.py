@@ -95,6 +95,7 @@ def kubespray_dir(era: str = DEFAULT_ERA, config: LabConfig | None = None) -> Pa
     (building / "roles" / "download").symlink_to(KUBESPRAY_DIR / "roles" / "download", target_is_directory=True)
     shutil.copytree(KUBESPRAY_DIR / "plays", building / "playbooks")
     shutil.copytree(KUBESPRAY_DIR / "eras" / era, building, dirs_exist_ok=True)
+    (building / "venv").symlink_to(era_venv(era, config), target_is_directory=True)  # the era's own Ansible
     shutil.rmtree(target, ignore_errors=True)
     building.rename(target)
     return target
@@ -248,7 +249,7 @@ def write_params(inventory_dir: Path, description: Mapping, *, kubespray_dir: Pa
         "cluster_name": "lab",
         "inventory": str(inventory_dir / "hosts.yaml"),
         "kubespray_dir": str(kubespray_dir),
-        "ansible_playbook": str(ansible_playbook_path()),
+        "ansible_playbook": str(ansible_playbook_path(kubespray_dir)),
         "kubeconfig": str(inventory_dir / "artifacts" / "admin.conf"),
         "ssh_user": description.get("ssh_user", "root"),
         "ssh_key": description["ssh_key"],
@@ -270,12 +271,57 @@ def write_params(inventory_dir: Path, description: Mapping, *, kubespray_dir: Pa
     return path
 
 
-def ansible_playbook_path() -> Path:
-    """ansible-playbook of the running interpreter's environment (the project venv)."""
-    path = Path(sys.executable).parent / "ansible-playbook"
-    if not path.exists():
-        raise LabError(f"{path} does not exist", fix="install ansible-core into the project venv (`make setup`)")
-    return path
+def era_requirements(era: str) -> Path:
+    """The stand-in era's requirements.txt: its Ansible, as upstream's release pins it."""
+    if era not in ERAS:
+        raise BadParameters(f"unknown Kubespray era {era!r}", fix=f"use one of {', '.join(ERAS)}")
+    return KUBESPRAY_DIR / "requirements.txt" if era == DEFAULT_ERA else KUBESPRAY_DIR / "eras" / era / "requirements.txt"
+
+
+def era_venv(era: str = DEFAULT_ERA, config: LabConfig | None = None, *, timeout: float = 900.0) -> Path:
+    """The virtualenv of the era's own Ansible, built from its requirements.txt in the lab cache.
+
+    Built once and rebuilt when the requirements change (a stamp holds their
+    sha256); the era's checkout links it as ``venv``, where Kubespray's docs
+    put it, so a runbook's default ``ansible_playbook`` finds it as it finds an
+    operator's. Side effects: creates LAB_CACHE/venvs/kubespray-ERA (pip
+    install from PyPI, about 40 s) and the ``venv`` link of the v2.19
+    checkout. Raises LabError when pip fails.
+    """
+    import hashlib
+
+    requirements = era_requirements(era)
+    venv = (config or LabConfig()).cache_dir / "venvs" / f"kubespray-{era}"
+    stamp = venv / ".requirements.sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if not (stamp.is_file() and stamp.read_text() == digest and (venv / "bin" / "ansible-playbook").exists()):
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        # In place, not renamed afterwards: a virtualenv's scripts name its path.
+        for argv in ([sys.executable, "-m", "venv", str(venv)],
+                     [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                      "-r", str(requirements)]):
+            result = local.run(argv, timeout=timeout, check=False)
+            if not result.ok:
+                raise LabError(f"building the {era} Ansible virtualenv failed: {result.tail(5)}",
+                               fix=f"check {requirements} and that PyPI is reachable, then run again")
+        stamp.write_text(digest)
+    if era == DEFAULT_ERA:
+        _link(KUBESPRAY_DIR / "venv", venv)
+    return venv
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target, target_is_directory=True)
+
+
+def ansible_playbook_path(checkout: Path = KUBESPRAY_DIR) -> Path:
+    """The ansible-playbook of the stand-in checkout's era (its own venv, built if missing: :func:`era_venv`)."""
+    return era_venv(era_of(checkout)) / "bin" / "ansible-playbook"
 
 
 def fresh_machines(lab: Lab) -> None:
@@ -322,7 +368,7 @@ def run_playbook(playbook: str, inventory: Path, *, known_hosts: str | Path, kub
     """
     checkout = kubespray.detect(kubespray_dir)
     cmd = kubespray.command(checkout, playbook, inventory=inventory, known_hosts=known_hosts,
-                            ansible_playbook=ansible_playbook_path(),
+                            ansible_playbook=ansible_playbook_path(kubespray_dir),
                             limit=limit, extra_vars=extra_vars, answer_prompts=answer_prompts, tags=tags)
     return kubespray.run(cmd, timeout=timeout, on_line=echo, check=check, log_path=log_path,
                          env={**playbook_env(), **dict(env or {})}, trusted_ssh=(str(QUICK_UNREACHABLE_SSH),))
@@ -371,8 +417,19 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0 if run.ok else 1
 
 
+def _venvs(args: argparse.Namespace) -> int:
+    for era in args.era or ERAS:
+        venv = era_venv(era)
+        version = local.run([str(venv / "bin" / "ansible-playbook"), "--version"], timeout=60).stdout.splitlines()[0]
+        print(f"{era}: {venv} ({version})")
+    return 0
+
+
 def register(cmds: argparse._SubParsersAction) -> None:
-    """Add ``runbooks lab cluster`` to the lab's subcommands."""
+    """Add ``runbooks lab cluster`` and ``runbooks lab venvs`` to the lab's subcommands."""
+    p = cmds.add_parser("venvs", help="build each Kubespray era's own Ansible virtualenv (its requirements.txt)")
+    p.add_argument("era", nargs="*", help=f"{', '.join(ERAS)} (default: every era)")
+    p.set_defaults(func=_venvs)
     p = cmds.add_parser("cluster", help="write the lab's inventory and parameter file, run Kubespray's cluster.yml")
     p.add_argument("--inventory-dir", default=None,
                    help="where hosts.yaml, group_vars, artifacts/ and lab.yaml go (default: LAB_DIR/inventory)")

@@ -120,7 +120,7 @@ def install_params(path: Path, inventory_dir: Path, description: Mapping, **extr
         "cluster_name": "lab",
         "inventory": str(inventory_dir / "hosts.yaml"),
         "kubespray_dir": str(cluster.KUBESPRAY_DIR),
-        "ansible_playbook": str(cluster.ansible_playbook_path()),
+        # No ansible_playbook: the runbook finds the checkout's own (venv/, the era's Ansible), as an operator's.
         "kubeconfig": str(inventory_dir / "artifacts" / "admin.conf"),
         "ssh_user": description.get("ssh_user", "root"),
         "ssh_key": description["ssh_key"],
@@ -135,6 +135,7 @@ def install_params(path: Path, inventory_dir: Path, description: Mapping, **extr
         "ansible_env": cluster.playbook_env(),
         **extra,
     }
+    cluster.era_venv(cluster.era_of(Path(str(values["kubespray_dir"]))))  # the checkout's venv/ is there
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
 
@@ -219,7 +220,6 @@ def replace_params(c: LabCluster, path: Path, **extra: object) -> Path:
         "cluster_name": "lab",
         "inventory": str(c.hosts),
         "kubespray_dir": str(cluster.KUBESPRAY_DIR),
-        "ansible_playbook": str(cluster.ansible_playbook_path()),
         "kubeconfig": str(c.kubeconfig),
         "ssh_user": d.get("ssh_user", "root"),
         "ssh_key": d["ssh_key"],

@@ -37,8 +37,7 @@ def target_params(c: LabCluster, path: Path, backup_dir: Path, **extra: object) 
 
 
 def restore_params(c: LabCluster, path: Path, backup_dir: Path) -> Path:
-    return target_params(c, path, backup_dir, ansible_playbook=str(cluster.ansible_playbook_path()),
-                         ansible_env=cluster.playbook_env())
+    return target_params(c, path, backup_dir, ansible_env=cluster.playbook_env())
 
 
 def run(name: str, params: Path, runs: Path, **overrides: object) -> runner.RunResult:
