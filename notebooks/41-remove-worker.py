@@ -126,8 +126,10 @@ print(f"target {p.cluster_name}: remove {', '.join(p.remove)} (node state: {p.no
 # stay alive (remove-node delegates to it). A host gone from the inventory and the API but still a worker in
 # the inventory's `.bak` (the copy this runbook keeps before it saves) was removed by an earlier, interrupted
 # run: it is not refused, and only DNS and the proof are done for it. A node is alive when it answers SSH
-# with its pinned key, dead when it does not (`node_state` overrides); its Node's Ready condition is shown
-# beside. The pods that will be evicted are listed with the
+# with its pinned key, and dead only when SSH gets no answer within its bound (a timeout, no route) and its
+# Node is NotReady: a changed host key, a failed login, a refused connection or a node still Ready is refused
+# with the reason, since removing a live node as dead skips its reset (its kubelet could register again) and
+# evicts its pods ungracefully (`node_state` overrides). The pods that will be evicted are listed with the
 # PodDisruptionBudgets that cover them; a budget that allows no disruption now is a WARNING: the drain would
 # wait for it until `drain_timeout_s`.
 
@@ -171,22 +173,31 @@ if not_workers:
                              fix="this runbook removes workers (kube_node hosts) only")
 
 
-def probe_state(name: str) -> str:
+def probe_state(name: str) -> inventory_lib.workers.NodeState:
     if p.node_state != "auto":
-        return p.node_state
+        return inventory_lib.workers.NodeState(name, p.node_state, "set by node_state")  # type: ignore[arg-type]
     host = current.host(name)
     conn = ssh.Connection(ssh.Host(name, host.address, user=p.ssh_user, key_path=str(p.ssh_key),
                                    known_hosts=str(p.known_hosts)), connect_timeout=min(10.0, p.timeout_s))
+    ready = node_info[name].is_ready if name in node_info else None
     try:
         ssh.run(conn, ["true"], timeout=min(15.0, p.timeout_s))
-        return "alive"
-    except RunbookError:
-        return "dead"
+        return inventory_lib.workers.classify_node(name, None, ready)
+    except RunbookError as exc:
+        return inventory_lib.workers.classify_node(name, exc, ready)
     finally:
         conn.close()
 
 
-state = {n: probe_state(n) for n in todo}
+states = {n: probe_state(n) for n in todo}
+refused = [s for s in states.values() if s.state == "refused"]
+if refused:
+    raise PreconditionFailed("not removed, neither alive nor dead: " + "; ".join(f"{s.name}: {s.reason}"
+                                                                              for s in refused)
+                             + "; nothing was changed", host=", ".join(s.name for s in refused),
+                             fix="a dead node is one that does not answer and whose Node is NotReady; fix what is "
+                                 "named, or set node_state alive|dead if you know better")
+state = {n: s.state for n, s in states.items()}
 dead = [n for n in todo if state[n] == "dead"]
 alive = [n for n in todo if state[n] == "alive"]
 remaining_workers = [n for n in current.workers if n not in p.remove]
@@ -386,26 +397,13 @@ want = sorted(wanted.host(n).address for n in wanted.members("k8s_cluster"))
 removed_ips = sorted({current.host(n).address for n in todo} | {backup.host(n).address for n in earlier})
 if act:
     with steps.step("DNS") as s:
-        if p.dns_command and (not p.dns_server or list(ingress.resolve(p.app_host, p.dns_server,
-                                                                        timeout=min(5.0, p.timeout_s))) != want):
-            ingress.update_dns(p.dns_command, p.app_host, want, timeout=p.timeout_s)
-            changes["dns"] = want
-        if p.dns_server:
-            def dns_matches() -> tuple[bool, str]:
-                resolved[:] = ingress.resolve(p.app_host, p.dns_server, timeout=min(5.0, p.timeout_s))
-                return (not (set(resolved) - set(want)) and not set(resolved) & set(removed_ips),
-                        f"{p.app_host} resolves to {resolved}, want {want}")
-
-            if p.dns_command:
-                runbook.wait_for(dns_matches, timeout=min(60.0, p.ready_timeout_s), interval=2,
-                                 what=f"{p.app_host} to stop resolving to removed nodes on {p.dns_server}")
-            elif not dns_matches()[0]:
-                dns_manual = f"remove {', '.join(sorted(set(resolved) - set(want)))} from the A records of {p.app_host}"
-        elif not p.dns_command:
-            dns_manual = (f"make {p.app_host} resolve to {', '.join(want)} only (drop the removed workers' IPs "
-                          f"{', '.join(removed_ips)})")
-        s.detail = "DNS " + ("set by the hook" if changes["dns"] else "manual" if dns_manual else "already right")
-    print(s.detail + (f"\nMANUAL STEP: {dns_manual}" if dns_manual else ""))
+        dns_outcome = ingress.converge_dns(p.app_host, want, command=p.dns_command, server=p.dns_server,
+                                           gone=removed_ips, timeout=p.timeout_s,
+                                           settle_timeout=min(60.0, p.ready_timeout_s))
+        changes["dns"] = list(dns_outcome.wanted) if dns_outcome.set_by_hook else []
+        resolved[:], dns_manual = dns_outcome.resolved, dns_outcome.manual_step
+        s.detail = dns_outcome.line().splitlines()[0]
+    print(dns_outcome.line())
     with steps.step("inventory") as s:
         if not inventory_diff.empty:
             backup_path.write_bytes(p.inventory.read_bytes())

@@ -94,6 +94,8 @@ replacement_ip: str = ""  # the new machine's IP (ignored for a same-IP reinstal
 allow_answering_dead_node: bool = False  # treat dead_node as dead even though its etcd or API answers
 upstream_dns_servers: list[str] = []  # required: DNS servers for preparing the replacement
 app_host: str = ""  # required: the test app's host name, asked on every ingress node at the end
+dns_server: str = ""  # DNS server to check app_host's A records on; empty: no DNS check
+dns_command: list[str] = []  # DNS hook setting app_host's A records, e.g. ["my-dns", "set", "{name}", "{ips}"]; empty: manual
 kubeconfig_server_after: str = ""  # the kubeconfig's server at the end (https://IP:6443); empty: left at a survivor
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
 dry_run: bool = True  # stop after the plan
@@ -325,6 +327,9 @@ plan = [
     f"11b. --etcd-servers={','.join((*wanted_servers, replace.client_url(new_ip)))} on {', '.join(survivor_cps)}",
     f"12. scale.yml --limit={','.join(workers)} where a worker's nginx-proxy lacks a control plane",
     "13. kubeconfig server -> " + (p.kubeconfig_server_after or "left at the survivor"),
+    f"14. DNS {p.app_host} -> every node's ingress, {p.dead_node}'s address out"
+    + (f" and {p.replacement}'s in" if not same_ip else "") + ": "
+    + ("through the hook (dns_command)" if p.dns_command else "a manual step at your DNS provider (no dns_command)"),
     "verify: 3 etcd members started and healthy, --etcd-servers, cluster-info, every control plane serves, "
     "all nodes Ready, the app on every ingress node",
 ]
@@ -780,6 +785,26 @@ if proceed:
 healthy_at = time.monotonic()
 
 # %% [markdown]
+# ## DNS: the app's name follows the change of machines
+# The app's DNS round robin lists every node's ingress. Left alone it would still name the dead machine, and
+# a share of new visitors would hang on it (the source article's complaint). With your DNS provider's hook
+# (`dns_command`: `{name}` becomes `app_host`, a word `{ips}` every node's address) the records are set and,
+# with `dns_server`, awaited; without one this is a manual step, printed here and in the summary.
+
+# %%
+# papermill_description=DNS
+dns_outcome = None
+if proceed:
+    with steps.step("dns") as s:
+        final = inventory_lib.load(p.inventory)
+        dns_outcome = ingress.converge_dns(
+            p.app_host, [ips[n] for n in final.members("k8s_cluster")], command=p.dns_command,  # as verified
+            server=p.dns_server, gone=[dead_ip] if dead_ip and not same_ip else [], timeout=p.timeout_s,
+            settle_timeout=min(60.0, p.ready_timeout_s))
+        s.detail = dns_outcome.line().splitlines()[0]
+    print(dns_outcome.line())
+
+# %% [markdown]
 # ## Summary
 # Each step's duration and the time from the gate to a healthy cluster; written as JSON beside the output
 # notebook. The shape is compared by nbval.
@@ -803,6 +828,8 @@ summary = runbook.write_summary("replace-control-plane", p.cluster_name, {
     "snapshot": snap.local_path if snap else None,
     "playbooks": runs,
     "checks": checks,
+    "dns": {"name": p.app_host, "wanted": list(dns_outcome.wanted), "set_by_hook": dns_outcome.set_by_hook,
+            "resolved": list(dns_outcome.resolved), "manual_step": dns_outcome.manual_step} if dns_outcome else None,
     "total_s": round(healthy_at - started, 1) if proceed else 0.0,
     "plan": plan,
 }, steps=steps)
@@ -820,6 +847,8 @@ display(pd.DataFrame([{"step": r.name, "status": r.status, "seconds": round(r.du
 for conn in [*conns.values(), new_conn]:
     conn.close()
 print(verdict)
+if dns_outcome is not None and dns_outcome.manual_step:
+    print(f"MANUAL STEP: {dns_outcome.manual_step}")
 if proceed and not replaced:
     raise RunbookError(verdict, fix="each step above names what is missing; run the runbook again")
 

@@ -1,7 +1,7 @@
 """The front door after an install: the test app's manifests, each node's ingress, and DNS.
 
-Probes, apart from :func:`app_manifests` (pure), :func:`delete_app` and
-:func:`update_dns` (actions). :func:`ask_node` sends one
+Probes, apart from :func:`app_manifests` (pure), :func:`delete_app`,
+:func:`update_dns` and :func:`converge_dns` (actions). :func:`ask_node` sends one
 HTTP request to a node's port 80 with the app's Host header (ingress-nginx
 with host network answers on every node); :func:`ask_every_node` does it for
 each node and says which pod answered; :func:`resolve` asks one DNS server for
@@ -153,3 +153,59 @@ def update_dns(template: Sequence[str], name: str, ips: Sequence[str], *, timeou
     it again with the previous list.
     """
     return local.run(dns_command(template, name, ips), timeout=timeout)
+
+
+@dataclass(frozen=True)
+class DnsOutcome:
+    """Where a name's A records stand after :func:`converge_dns`: set by the hook, right already, or a manual step."""
+
+    name: str
+    wanted: tuple[str, ...]
+    set_by_hook: bool
+    resolved: tuple[str, ...]  # what ``server`` answered last (empty without a server)
+    manual_step: str  # what the operator must still do at the DNS provider; empty: nothing
+
+    def line(self) -> str:
+        """One line for a step's detail."""
+        state = "set by the hook" if self.set_by_hook else "manual" if self.manual_step else "already right"
+        return f"DNS {self.name}: {state}" + (f"\nMANUAL STEP: {self.manual_step}" if self.manual_step else "")
+
+
+def converge_dns(name: str, want: Sequence[str], *, command: Sequence[str] = (), server: str = "",
+                 gone: Sequence[str] = (), timeout: float = 30.0, settle_timeout: float = 60.0) -> DnsOutcome:
+    """Action: make ``name`` resolve to exactly ``want`` (every ingress node), never to an address in ``gone``.
+
+    With the operator's hook (``command``, see :func:`dns_command`) the records
+    are set, unless ``server`` already answers exactly ``want``; with a
+    ``server`` the answer is then awaited (at most ``settle_timeout``:
+    WaitTimedOut names what it still answers). Without a hook a wrong answer,
+    or no server to ask, becomes a manual step. Raises CommandFailed when the
+    hook fails. Rollback: the same call with the previous addresses.
+    """
+    from runbooks_lib import waits
+
+    want = sorted(want)
+    resolved: list[str] = []
+    set_by_hook = False
+    if command and (not server or sorted(resolve(name, server, timeout=min(5.0, timeout))) != want):
+        update_dns(command, name, want, timeout=timeout)
+        set_by_hook = True
+    manual = ""
+    if server:
+        def matches() -> tuple[bool, str]:
+            resolved[:] = resolve(name, server, timeout=min(5.0, timeout))
+            extra, missing = sorted(set(resolved) - set(want)), sorted(set(want) - set(resolved))
+            done = not extra and not set(resolved) & set(gone) and (not command or not missing)
+            return done, f"{name} resolves to {resolved} on {server}, want {want}"
+
+        if command:
+            waits.wait_for(matches, timeout=settle_timeout, interval=2,
+                           what=f"{name} to resolve to {', '.join(want)} on {server}")
+        elif not matches()[0]:
+            extra, missing = sorted(set(resolved) - set(want)), sorted(set(want) - set(resolved))
+            manual = (f"remove {', '.join(extra)} from the A records of {name}" if not missing
+                      else f"make {name} resolve to {', '.join(want)} (add {', '.join(missing)}"
+                           + (f", remove {', '.join(extra)})" if extra else ")"))
+    elif not command:
+        manual = f"make {name} resolve to {', '.join(want)} only" + (f" (drop {', '.join(gone)})" if gone else "")
+    return DnsOutcome(name, tuple(want), set_by_hook, tuple(resolved), manual)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runbooks_lib import errors
 from runbooks_lib.inventory.document import Inventory, format_for
@@ -93,6 +94,51 @@ def already_removed(names: Sequence[str], current: Inventory, backup: Inventory 
     if backup is None:
         return []
     return [n for n in names if n not in current.hosts and n not in api_nodes and n in backup.members(WORKERS)]
+
+
+# How an SSH connection fails when nothing answers: a timeout (a powered-off VPS drops SYNs) or no route.
+_NO_ANSWER = ("timed out", "timeout", "no route to host", "errno 113", "network is unreachable", "errno 101",
+              "host is unreachable")
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """Whether a worker to remove is alive, dead, or must not be removed now (``refused``), and why."""
+
+    name: str
+    state: Literal["alive", "dead", "refused"]
+    reason: str
+
+
+def classify_node(name: str, ssh_error: BaseException | None, node_ready: bool | None) -> NodeState:
+    """A worker is dead only when SSH got no answer within its bound and its Node is NotReady (or gone).
+
+    ``ssh_error``: what a command over SSH with the pinned key raised (None:
+    it answered). A changed host key, a failed authentication, a refused
+    connection (something answers on the address) or any other SSH error is
+    ``refused``: removing such a node as dead would skip its reset, leave its
+    kubelet able to register again and evict its pods ungracefully. An
+    unanswering node whose Node is still Ready is refused too (its kubelet
+    still reports: a network problem between here and there, not a dead
+    machine). ``node_ready``: the Node's Ready condition, None without a Node. Pure.
+    """
+    if ssh_error is None:
+        return NodeState(name, "alive", "answers SSH with its pinned key")
+    text = str(ssh_error).lower()
+    if isinstance(ssh_error, errors.HostKeyError):
+        return NodeState(name, "refused", "its SSH host key is not the pinned one (changed or unknown): a "
+                         "reinstalled machine or someone in between, not a dead one; pin the key after checking "
+                         "it on the provider's console, or remove it with node_state dead if it is really gone")
+    if not isinstance(ssh_error, errors.HostUnreachable) or "refused" in text \
+            or not any(word in text for word in _NO_ANSWER):
+        return NodeState(name, "refused", f"SSH failed without a timeout ({str(ssh_error).splitlines()[0]}): "
+                         "something answers at its address; fix SSH (key, user, sshd) or set node_state")
+    if node_ready:
+        return NodeState(name, "refused", "SSH gets no answer but its Node is still Ready (its kubelet reports): "
+                         "a network problem between here and there, not a dead machine; check the route, "
+                         "or set node_state")
+    return NodeState(name, "dead", "no SSH answer within the bound and the Node is "
+                     + ("NotReady" if node_ready is False else "gone"))
 
 
 def last_worker_refusal(workers: Sequence[str], removing: Collection[str], nodes: Mapping[str, NodeInfo],

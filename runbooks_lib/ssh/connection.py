@@ -260,11 +260,13 @@ class Connection(BaseConnection):
                 fix=f"check that the key {h.key_path or '(agent/default keys)'} is authorized for {h.user}",
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            # socket.timeout (SYNs dropped), refused, no route, banner/kex timeouts.
+            # socket.timeout (SYNs dropped), refused, no route, banner/kex timeouts. paramiko folds refused and
+            # no-route into "Unable to connect": name the socket errors, which tell a dead host from a live one.
             conn.client.close()
+            why = "; ".join(str(e) for e in getattr(exc, "errors", {}).values()) or str(exc) or type(exc).__name__
             raise error(
                 HostUnreachable,
-                f"cannot reach {h.name} at {h.address}:{h.port} within {t:g}s: {exc or type(exc).__name__}",
+                f"cannot reach {h.name} at {h.address}:{h.port} within {t:g}s: {why}",
                 host=h.name,
                 fix="check that the machine is powered on and that port 22 is open from here",
             ) from None

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib import runner
-from runbooks_lib.lab import cluster
-from tests.lab.cluster_fixtures import LabCluster, install_params, replace_params, run_install
+from runbooks_lib import ingress, runner
+from runbooks_lib.lab import cluster, dns
+from tests.lab.cluster_fixtures import APP_HOST, LabCluster, install_params, replace_params, run_install
 from tests.lab.processes import kill_run
 from tests.waiting import wait_until
 
@@ -126,7 +126,10 @@ def test_new_machine_on_a_v2_31_cluster_killed_after_member_remove_then_rerun_co
         conf = c.lab.ssh(node, ["grep", "server:", "/etc/kubernetes/admin.conf"]).stdout
         assert f"server: https://{c.ip('node1')}:6443" in conf, (node, conf)
     c.lab.poweroff("node1", mode="hard")
-    params = replace_params(c, tmp_path / "replace.yaml", kubespray_dir=str(cluster.kubespray_dir("v2.31")))
+    # DNS follows the change through the operator's hook: here the lab's DNS, which serves the app's name.
+    params = replace_params(c, tmp_path / "replace.yaml", kubespray_dir=str(cluster.kubespray_dir("v2.31")),
+                            dns_server=c.description["host_ip"],
+                            dns_command=[sys.executable, "-m", "runbooks_lib.cli", "lab", "dns", "set", "{name}", "{ips}"])
     runs = tmp_path / "runs"
     proc = _start_cli(params, runs)
     try:
@@ -135,8 +138,15 @@ def test_new_machine_on_a_v2_31_cluster_killed_after_member_remove_then_rerun_co
     finally:
         _kill(proc)
     assert sorted(m["name"] for m in _members(c)) == ["etcd2", "etcd3"]
-    result = run_replace(params, runs, dry_run=False, confirm="lab")
-    summary = _assert_replaced(c, result, "node5")
+    try:
+        result = run_replace(params, runs, dry_run=False, confirm="lab")
+        summary = _assert_replaced(c, result, "node5")
+        # No dead address left in DNS, the new node in it: what a visitor's resolver now gets.
+        assert sorted(ingress.resolve(APP_HOST, c.description["host_ip"])) == sorted(
+            c.ip(n) for n in ("node2", "node3", "node4", "node5"))
+        assert summary["dns"]["set_by_hook"] and not summary["dns"]["manual_step"], summary["dns"]
+    finally:
+        dns.set_records(APP_HOST, [c.ip(n) for n in ("node1", "node2", "node3", "node4")])
     steps = {s["name"]: s for s in summary["steps"]}
     assert steps["etcd member remove"]["detail"] == "already removed"
     assert steps["etcd member add"]["status"] == "skipped"  # 10.x.y.15 is nobody's substring here

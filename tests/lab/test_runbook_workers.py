@@ -51,7 +51,6 @@ def _params(c: LabCluster, path: Path, *, add: bool, **extra: object) -> Path:
         "cluster_name": "lab",
         "inventory": str(c.hosts),
         "kubespray_dir": str(cluster.KUBESPRAY_DIR),
-        "ansible_playbook": str(cluster.ansible_playbook_path()),
         "kubeconfig": str(c.kubeconfig),
         "ssh_key": c.description["ssh_key"],
         "known_hosts": c.description["known_hosts"],
@@ -163,6 +162,12 @@ def test_a_worker_added_killed_rerun_again_then_removed_alive_and_a_dead_worker_
     assert c.ip("node5") not in ingress.resolve(APP_HOST, c.description["host_ip"], timeout=5)
 
     c.lab.poweroff("node4", mode="hard")
+    # Dead means no SSH answer AND the Node NotReady: right after the power cut its Node is still Ready,
+    # and the runbook refuses (a silent node whose kubelet still reports is not dead).
+    early = _run("remove-worker", remove, runs, remove=["node4"])  # a dry run: nothing changes either way
+    if _node_ready(c, "node4"):  # Ready from the power cut to the end of that run (NotReady comes after ~35 s)
+        assert early.exit_code == 2 and "Node is still Ready" in early.message, early.line()
+    wait_until(lambda: (not _node_ready(c, "node4"), "node4 still Ready"), 120, "node4's Node to go NotReady", 2)
     started = time.monotonic()
     result = _run("remove-worker", remove, runs, remove=["node4"], dry_run=False, confirm="lab")
     timings["remove dead"] = time.monotonic() - started
@@ -199,6 +204,14 @@ def test_bad_input_is_refused_and_dry_runs_change_nothing(kubespray_cluster: Lab
     unpinned = tmp_path / "known_hosts"
     shutil.copyfile(c.description["known_hosts"], unpinned)
     subprocess.run(["ssh-keygen", "-R", c.ip("node5"), "-f", str(unpinned)], check=True, capture_output=True)
+    # node4 alive, but the pinned key is another's (as after a reinstall, or with someone in between).
+    changed = tmp_path / "known_hosts.changed"
+    shutil.copyfile(c.description["known_hosts"], changed)
+    subprocess.run(["ssh-keygen", "-R", c.ip("node4"), "-f", str(changed)], check=True, capture_output=True)
+    node3_key = next(ln.split()[1:3] for ln in Path(c.description["known_hosts"]).read_text().splitlines()
+                     if ln.split() and c.ip("node3") in ln.split()[0].split(","))
+    with changed.open("a") as f:
+        f.write(f"{c.ip('node4')} {' '.join(node3_key)}\n")
     before = (c.hosts.read_bytes(), _nodes(c))
     node5 = {"node5": c.ip("node5")}
     cases = [
@@ -212,6 +225,9 @@ def test_bad_input_is_refused_and_dry_runs_change_nothing(kubespray_cluster: Lab
          2, "already used by host 'node4'"),
         ("host key not pinned", "add-worker", {"new_workers": node5, "known_hosts": str(unpinned), "dry_run": False,
                                                "confirm": "lab"}, 2, "node5"),
+        ("live worker, changed host key: not dead", "remove-worker",
+         {"remove": ["node4"], "known_hosts": str(changed), "dry_run": False, "confirm": "lab"}, 2,
+         "node4: its SSH host key is not the pinned one"),
     ]
     for what, book, overrides, code, needle in cases:
         params = _params(c, tmp_path / f"{book}.yaml", add=book == "add-worker")

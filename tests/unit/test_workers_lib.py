@@ -200,3 +200,50 @@ def test_load_backup_reads_the_bak_in_the_inventory_format(tmp_path: Path) -> No
         assert inventory.workers.backup_path(path).name == f"{name}.bak"
         backup = inventory.workers.load_backup(path)
         assert backup is not None and backup.workers == original.workers and backup.path.name.endswith(".bak")
+
+
+def test_converge_dns_sets_waits_or_names_the_manual_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a change of machines the app's name resolves to every ingress node and to no address that is gone."""
+    records = {"app.example.com": ["203.0.113.11", "203.0.113.12"]}
+    monkeypatch.setattr(ingress, "resolve", lambda name, server, timeout=3.0: tuple(sorted(records[name])))
+    hook = tmp_path / "dns-set"
+    hook.write_text("#!/bin/sh\necho \"$@\" > \"$0.called\"\n")
+    hook.chmod(0o755)
+    want = ["203.0.113.12", "203.0.113.15"]  # node1 (.11) replaced by node5 (.15)
+
+    manual = ingress.converge_dns("app.example.com", want, server="192.0.2.53", gone=["203.0.113.11"])
+    assert not manual.set_by_hook and manual.manual_step == (
+        "make app.example.com resolve to 203.0.113.12, 203.0.113.15 (add 203.0.113.15, remove 203.0.113.11)")
+    assert "MANUAL STEP" in manual.line()
+
+    def hook_sets(*_a, **_k):  # the provider applies the change: the next answer has the new records
+        records["app.example.com"] = list(want)
+    monkeypatch.setattr(ingress, "update_dns", lambda *a, **k: (hook_sets(), ingress.local.run(
+        ingress.dns_command([str(hook), "{name}", "{ips}"], a[1], a[2]), timeout=10))[1])
+    done = ingress.converge_dns("app.example.com", want, command=[str(hook), "{name}", "{ips}"], server="192.0.2.53",
+                                gone=["203.0.113.11"], settle_timeout=5)
+    assert done.set_by_hook and done.resolved == tuple(want) and not done.manual_step
+    assert (tmp_path / "dns-set.called").read_text().split() == ["app.example.com", *want]
+    again = ingress.converge_dns("app.example.com", want, command=[str(hook), "{name}", "{ips}"], server="192.0.2.53")
+    assert not again.set_by_hook and again.line() == "DNS app.example.com: already right"
+    blind = ingress.converge_dns("app.example.com", want, gone=["203.0.113.11"])
+    assert blind.manual_step.endswith("only (drop 203.0.113.11)")
+
+
+@pytest.mark.parametrize("error, ready, state, words", [
+    (None, True, "alive", "answers SSH"),
+    (errors.HostUnreachable("cannot reach node4 at 10.0.0.14:22 within 10s: timed out"), False, "dead", "NotReady"),
+    (errors.HostUnreachable("cannot reach node4 at 10.0.0.14:22 within 10s: [Errno 113] No route to host"), None,
+     "dead", "gone"),
+    (errors.HostUnreachable("cannot reach node4 at 10.0.0.14:22 within 10s: timed out"), True, "refused",
+     "Node is still Ready"),
+    (errors.HostKeyError("REMOTE HOST IDENTIFICATION HAS CHANGED for node4"), False, "refused", "host key"),
+    (errors.CommandFailed("SSH authentication as root failed on node4 (10.0.0.14)"), False, "refused",
+     "without a timeout"),
+    (errors.HostUnreachable("cannot reach node4 at 10.0.0.14:22 within 10s: [Errno None] Unable to connect to port "
+                            "22 on 10.0.0.14 (Connection refused)"), False, "refused", "something answers"),
+])
+def test_dead_means_no_answer_and_not_ready(error, ready, state, words) -> None:
+    """A changed host key, a failed login, a refused connection or a Ready node is never taken for a dead one."""
+    found = inventory.workers.classify_node("node4", error, ready)
+    assert (found.name, found.state) == ("node4", state) and words in found.reason, found
