@@ -1,7 +1,9 @@
 """The one place local processes are run.
 
 Argument lists only (never a shell string), a required timeout, the whole
-process group killed when it runs out, a frozen :class:`Result`, and
+process group killed when it runs out (and killed when the calling thread
+dies: a parent-death signal, see :mod:`runbooks_lib.run_lifetime`), a frozen
+:class:`Result`, and
 ``check=True`` by default (``check=False`` is the one opt-out). Output can be
 streamed line by line to a callback and to a log file while the process runs;
 both see redacted text (see :func:`runbooks_lib.redaction.redact`).
@@ -27,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
-from runbooks_lib import errors
+from runbooks_lib import errors, run_lifetime
 from runbooks_lib.redaction import LineRedactor, redact
 
 # After SIGTERM to the group, how long before SIGKILL (ansible cleans up its workers).
@@ -126,7 +128,9 @@ def run(
     every output line (stdout and stderr, redacted) as it arrives;
     ``log_path`` gets the same lines appended, between a header and an exit
     line. On timeout the whole process group is terminated (SIGTERM, then
-    SIGKILL). Raises CommandFailed when the command cannot be started or
+    SIGKILL). On Linux the command gets SIGKILL if the calling thread dies
+    first (PR_SET_PDEATHSIG; this call waits for the command, so the thread
+    outlives it unless the process is killed). Raises CommandFailed when the command cannot be started or
     exits non-zero, WaitTimedOut when it ran out of time (the partial Result
     is on the exception's ``result``); ``check=False`` returns the Result
     instead (``timed_out`` set). Side effects: those of the command; the log
@@ -161,6 +165,7 @@ def run(
                 errors="replace",
                 bufsize=1,
                 start_new_session=True,  # own process group: a timeout kills all of it
+                preexec_fn=run_lifetime.pdeathsig_preexec(),  # dies with us, even by SIGKILL (Linux)
             )
         except OSError as exc:
             raise errors.CommandFailed(

@@ -11,7 +11,14 @@ before anything runs, executes the notebook with papermill (progress bar,
 per-cell timeout, saved after every cell) into
 ``runs/CLUSTER/UTC-TIMESTAMP-NAME.ipynb`` with ``NAME.summary.json`` beside it,
 and returns exit status 0 (success), 1 (failure) or 2 (refused before any
-change: bad parameters, preflight, confirmation gate, lock held).
+change: bad parameters, preflight, confirmation gate, lock held); a run
+stopped by SIGINT, SIGTERM or SIGHUP exits 128 + the signal's number.
+
+Runs that change a cluster (destructive runbooks, ``etcd-snapshot``, metadata
+``locks: true``) hold one lock per cluster, keyed by the inventory's real path
+and kept in a directory every checkout shares (see :func:`lock_dir`). Every
+process a run starts ends with it, however the run ends (see
+:mod:`runbooks_lib.run_lifetime`); the lock is released only after they have.
 
 Relative paths: in a parameter file, relative to that file's directory; in
 ``-p``, relative to the current directory; in a parameters cell, relative to
@@ -27,10 +34,12 @@ import ast
 import dataclasses
 import enum
 import fcntl
+import hashlib
 import importlib
 import json
 import os
 import re
+import signal
 import sys
 import time
 import typing
@@ -42,7 +51,7 @@ from typing import Any, Literal
 
 import yaml
 
-from runbooks_lib import errors, params, runbook, schemas
+from runbooks_lib import errors, params, run_lifetime, runbook, schemas
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -66,6 +75,26 @@ _NAME = re.compile(r"^(?:(?P<number>\d+)-)?(?P<name>[A-Za-z0-9_.-]+)$")
 
 class RunRefused(errors.RunbookError):
     """A run was refused before anything ran (lock held, bad parameters); nothing was changed."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run was stopped by SIGINT, SIGTERM or SIGHUP; its processes were stopped and its record written.
+
+    ``signum`` is the signal; ``result`` the RunResult (status "failed", exit code 128 + signum).
+    """
+
+    def __init__(self, signum: int, result: RunResult) -> None:
+        super().__init__(f"stopped by {signal_name(signum)}")
+        self.signum = signum
+        self.result = result
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15. Pure."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def repo_root() -> Path:
@@ -284,33 +313,183 @@ def _plain(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- the cluster lock
 
+LOCK_DIR_ENV = "RUNBOOKS_LOCK_DIR"
+# Shared by every checkout and runs folder on the machine; the first writable one is used.
+LOCK_DIRS = ("/run/lock/runbooks", "${XDG_RUNTIME_DIR}/runbooks-locks", "/tmp/runbooks-locks")
+# Not destructive by their metadata, yet they change something on the cluster: etcd-snapshot's
+# retention deletes snapshot files. (Notebook metadata ``runbook.locks: true`` says the same.)
+LOCKING_RUNBOOKS = frozenset({"etcd-snapshot"})
+# Set in a run's kernel: the lock file its runner holds (hold_cluster_lock there does not take it again).
+HELD_LOCK_ENV = "RUNBOOKS_HELD_LOCK"
+
+
+def lock_dir() -> Path:
+    """Where cluster locks live: $RUNBOOKS_LOCK_DIR, else the first usable of :data:`LOCK_DIRS`.
+
+    ``/run/lock/runbooks`` is shared by every user and checkout on the machine
+    (created mode 1777, like /run/lock); ``$XDG_RUNTIME_DIR/runbooks-locks`` is
+    per user and ``/tmp/runbooks-locks`` is the last resort. Raises RunRefused
+    when none can be used. Side effect: creates the directory.
+    """
+    override = os.environ.get(LOCK_DIR_ENV)
+    candidates = [override] if override else [os.path.expandvars(d) for d in LOCK_DIRS
+                                              if "$" not in os.path.expandvars(d)]
+    problems = []
+    for candidate in candidates:
+        path = Path(candidate)
+        shared = not override and not candidate.startswith(os.environ.get("XDG_RUNTIME_DIR") or "\0")
+        try:
+            if not path.is_dir():
+                path.mkdir(mode=0o700, parents=bool(override))
+                if shared:
+                    os.chmod(path, 0o1777)  # every user's runs share it; sticky like /run/lock
+            if path.is_symlink() or not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(f"{path} is not writable")
+            return path
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+    raise RunRefused(f"no usable lock directory ({'; '.join(problems)}); nothing was run",
+                     fix=f"make /run/lock writable or set ${LOCK_DIR_ENV} to a directory every run on this host shares")
+
+
+def lock_key(inventory: str | os.PathLike[str]) -> str:
+    """The cluster lock's key: a hash of the inventory's real path (symlinks and relative spellings resolved)."""
+    real = os.path.realpath(os.path.expanduser(os.fspath(inventory)))
+    return hashlib.sha256(real.encode()).hexdigest()[:32]
+
+
+def lock_path(inventory: str | os.PathLike[str]) -> Path:
+    """The lock file for the cluster of ``inventory`` (in :func:`lock_dir`, which it creates)."""
+    return lock_dir() / f"inventory-{lock_key(inventory)}.lock"
+
+
+def takes_lock(book: Runbook) -> bool:
+    """Whether a run of ``book`` holds the cluster lock: destructive, listed in LOCKING_RUNBOOKS, or ``locks: true``."""
+    if book.destructive or book.name in LOCKING_RUNBOOKS:
+        return True
+    meta = _read(book.path).metadata.get("runbook", {}) or {}
+    return bool(meta.get("locks", False))
+
+
+def refusal(path: Path, current: str, what: str) -> str:
+    """The message of a run refused because ``current`` (the holder's line) holds the lock at ``path``. Pure."""
+    return f"another destructive run holds {what} ({path}): {current or 'unknown holder'}; nothing was run"
+
+
+@dataclasses.dataclass
+class LockHandle:
+    """A held cluster lock (flock on ``path``); a context manager. ``fd`` is -1 once released or when not owned."""
+
+    path: Path
+    fd: int
+    holder: str
+
+    def release(self, *, clear: bool = True) -> None:
+        """Release it (idempotent). ``clear``: empty the holder line first.
+
+        Closes the descriptor, never LOCK_UN: a run's watchdog holds a
+        duplicate, and the lock stays held until it too has closed it.
+        """
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        try:
+            if clear:
+                os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> LockHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _acquire(path: Path, holder: str, what: str) -> LockHandle:
+    """Take ``path`` (flock, not blocking) and write ``holder`` into it; RunRefused names the current holder."""
+    fd = _open_lock_file(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            current = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            raise RunRefused(refusal(path, current, what),
+                             fix="wait for it to finish (or check that its process is gone) and run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode() + b"\n", 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return LockHandle(path, fd, holder)
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (or create, mode 0666 so other users' runs can take it) a lock file; no symlinks followed.
+
+    An existing file is opened without O_CREAT: fs.protected_regular refuses
+    O_CREAT on another user's file in a sticky directory such as /run/lock.
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(3):
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            os.fchmod(fd, 0o666)
+        except OSError:
+            pass
+        return fd
+    return os.open(path, flags)
+
+
+def hold_cluster_lock(inventory: str | os.PathLike[str], holder: str) -> LockHandle:
+    """Take the cluster lock of ``inventory`` for an interactive session (e.g. a notebook's confirmation gate).
+
+    The same lock ``runbooks run`` takes: keyed by the inventory's real path,
+    in :func:`lock_dir`. Returns a handle (``with`` it, or call ``release()``;
+    it is also released when the process ends). ``holder`` is the line others
+    are refused with: say who and what, e.g. ``"pid 123 runbook add-worker
+    since 20260101T000000Z output JupyterLab"``. In the kernel of a run whose
+    runner already holds this lock it returns a handle that owns nothing.
+    Raises RunRefused naming the current holder. Side effects: the lock
+    directory and file.
+    """
+    path = lock_path(inventory)
+    if os.environ.get(HELD_LOCK_ENV) == str(path):
+        return LockHandle(path, -1, holder)
+    real = os.path.realpath(os.path.expanduser(os.fspath(inventory)))
+    return _acquire(path, f"{holder} inventory {real}", f"the lock of inventory {real}")
+
 
 @contextmanager
 def cluster_lock(cluster_dir: Path, holder: str) -> Iterator[Path]:
-    """Hold ``cluster_dir/.lock`` (flock, not blocking) for one destructive run.
+    """Hold ``cluster_dir/.lock`` (flock, not blocking): the lock of a runbook without an ``inventory``.
 
     Raises RunRefused naming the current holder when another run has it.
     Side effect: creates the directory and the lock file (left in place).
     """
     cluster_dir.mkdir(parents=True, exist_ok=True)
-    path = cluster_dir / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            current = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
-            raise RunRefused(f"another destructive run holds {path}: {current}; nothing was run",
-                             fix="wait for it to finish (or check that its process is gone) and run again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode() + b"\n", 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with _acquire(cluster_dir / ".lock", holder, "the lock of this runs folder") as handle:
+        yield handle.path
+
+
+def _run_lock(book: Runbook, values: object, cluster_dir: Path, holder: str) -> LockHandle | None:
+    """The lock a run of ``book`` holds: its inventory's cluster lock, else (no inventory) ``cluster_dir/.lock``."""
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    if not takes_lock(book):
+        return None
+    inventory = getattr(values, "inventory", None)
+    if inventory is not None and str(inventory) not in ("", "."):
+        return hold_cluster_lock(inventory, holder)
+    return _acquire(cluster_dir / ".lock", holder, "the lock of this runs folder")
 
 
 # --------------------------------------------------------------------------- running
@@ -387,30 +566,42 @@ def run(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     output = cluster_dir / f"{stamp}-{book.name}.ipynb"
     holder = f"pid {os.getpid()} runbook {book.name} since {stamp} output {output}"
-    lock = cluster_lock(cluster_dir, holder) if book.destructive else _no_lock(cluster_dir)
+    lock = _run_lock(book, values, cluster_dir, holder)
     error: tuple[str, str] | None = None
-    with lock:
-        with _kernel_env(output):
-            try:
-                papermill.execute_notebook(
-                    str(book.path), str(output), parameters=given, progress_bar=progress_bar,
-                    request_save_on_cell_execute=True, execution_timeout=cell_timeout_for(values, cell_timeout),
-                    cwd=str(book.path.parent.parent), log_output=False,
-                )
-            except PapermillExecutionError as exc:
-                error = (exc.ename, _first_line(exc.evalue))
-            except Exception as exc:  # noqa: BLE001 - a timeout or dead kernel is a failed run, recorded below
-                error = (type(exc).__name__, _first_line(str(exc)))
+    guard = run_lifetime.RunGuard(lock_fds=[lock.fd] if lock and lock.fd >= 0 else [],
+                                  extra_env={HELD_LOCK_ENV: str(lock.path)} if lock else None)
+    try:
+        with guard, _kernel_env(output):
+            failure = guard.execute(lambda: papermill.execute_notebook(
+                str(book.path), str(output), parameters=given, progress_bar=progress_bar,
+                request_save_on_cell_execute=True, execution_timeout=cell_timeout_for(values, cell_timeout),
+                cwd=str(book.path.parent.parent), log_output=False,
+                kernel_manager_class=guard.kernel_manager_class(),
+            ))
+        if guard.signum is not None:
+            error = ("Interrupted", f"stopped by {signal_name(guard.signum)}; the run's processes were stopped")
+        elif isinstance(failure, PapermillExecutionError):
+            error = (failure.ename, _first_line(failure.evalue))
+        elif isinstance(failure, Exception):  # a timeout or dead kernel is a failed run, recorded below
+            error = (type(failure).__name__, _first_line(str(failure)))
+        elif failure is not None:
+            raise failure
+    finally:
+        if lock is not None:
+            # Left to the watchdog (still holding it) when processes of the run outlived the sweep.
+            lock.release(clear=guard.all_gone)
     duration = time.monotonic() - started
     summary_path = runbook.summary_path_for(output)
     summary = _read_summary(summary_path)
     refused = summary.get("status") == "refused" or (error is not None and error[0] in REFUSED_ERRORS)
     status: Literal["ok", "failed", "refused"] = "refused" if refused else ("failed" if error else "ok")
     exit_code = {"ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED}[status]
+    if guard.signum is not None:
+        status, exit_code = "failed", 128 + guard.signum
     message = str(summary.get("verdict") or (f"{error[0]}: {error[1]}" if error else "completed"))
     if error and summary.get("verdict") and error[1] not in message:
         message = f"{message} ({error[0]})"
-    html_path = _html(output) if html and output.exists() else None
+    html_path = _html(output) if html and output.exists() and guard.signum is None else None
     summary.setdefault("runbook", book.name)
     summary.setdefault("cluster", cluster)
     if error or "status" not in summary:
@@ -421,14 +612,11 @@ def run(
                       "parameters": given}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(runbook.redact_data(summary), indent=2, default=str) + "\n")
-    return RunResult(book.name, cluster, status, exit_code, output, summary_path, html_path, duration,
-                     runbook.redact(message))
-
-
-@contextmanager
-def _no_lock(cluster_dir: Path) -> Iterator[None]:
-    cluster_dir.mkdir(parents=True, exist_ok=True)
-    yield None
+    result = RunResult(book.name, cluster, status, exit_code, output, summary_path, html_path, duration,
+                       runbook.redact(message))
+    if guard.signum is not None:
+        raise RunInterrupted(guard.signum, result)
+    return result
 
 
 def _read_summary(path: Path) -> dict[str, Any]:
@@ -480,6 +668,12 @@ def _run(args: argparse.Namespace) -> int:
     except (errors.BadParameters, RunRefused) as exc:
         print(f"REFUSED: {args.name}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except RunInterrupted as exc:
+        try:  # the terminal may be gone (SIGHUP)
+            print(exc.result.line(), flush=True)
+        except OSError:
+            pass
+        return exc.result.exit_code
     print(result.line())
     return result.exit_code
 
