@@ -208,9 +208,12 @@ print("\n".join(plan))
 # new inventory, a re-run finds it unchanged).
 
 # %%
+backup_stamp = inventory_lib.backups.stamp_now()
+inventory_backup = (inventory_lib.backups.planned_path(p.inventory, "install-cluster", backup_stamp)
+                    if current is not None and write_inventory else None)
 changes_plan = [f"Kubespray {checkout.version} at {checkout.path}",
                 f"inventory {p.inventory}: " + ("new file" if current is None else "unchanged" if not write_inventory
-                                                else "replaced (old file kept as .bak)")]
+                                                else f"replaced (old file kept as {inventory_backup})")]
 changes_plan += [f"  {line}" for line in (inventory_diff.lines() if inventory_diff is not None and write_inventory
                                           else [])]
 changes_plan += [f"group_vars: copy from the sample: {', '.join(seeded)}"] if seeded else []
@@ -237,12 +240,14 @@ proceed = runbook.confirm("install the cluster with cluster.yml", cluster=p.clus
 
 # %%
 # papermill_description=Inventory and group_vars
-changes: dict = {"inventory": False, "group_vars": [], "dns_fix": [], "kubeconfig": False, "app": []}
+changes: dict = {"inventory": False, "inventory_backup": None, "group_vars": [], "dns_fix": [], "kubeconfig": False,
+                 "app": []}
 if proceed:
     with steps.step("inventory") as s:
         if write_inventory:
             if current is not None:
-                shutil.copyfile(p.inventory, p.inventory.with_name(p.inventory.name + ".bak"))
+                changes["inventory_backup"] = str(inventory_lib.backups.save_backup(p.inventory, "install-cluster",
+                                                                                    stamp=backup_stamp))
             wanted.save(p.inventory)
             changes["inventory"] = True
         inventory_lib.group_vars.seed_from_sample(checkout.path, inventory_dir)

@@ -170,7 +170,10 @@ facts_cmd = kubespray.command(checkout, "facts", inventory=p.inventory, known_ho
                               ansible_playbook=playbook_bin)
 scale_cmd = kubespray.command(checkout, "scale", inventory=p.inventory, known_hosts=p.known_hosts,
                               ansible_playbook=playbook_bin, limit=limit or None)
-changes_plan = [f"inventory {p.inventory}: " + ("unchanged" if inventory_diff.empty else "edited (old file kept as .bak)")]
+backup_stamp = inventory_lib.backups.stamp_now()
+inventory_backup = inventory_lib.backups.planned_path(p.inventory, "add-worker", backup_stamp)
+changes_plan = [f"inventory {p.inventory}: " + ("unchanged" if inventory_diff.empty
+                                                 else f"edited (old file kept as {inventory_backup})")]
 changes_plan += [f"DNS {p.app_host}: " + (f"set through the hook ({' '.join(p.dns_command)})" if p.dns_command
                                           else "manual step (no dns_command)")]
 changes_plan += [f"  {line}" for line in inventory_diff.lines()]
@@ -190,7 +193,7 @@ print("\n".join(changes_plan))
 proceed = bool(to_add) and runbook.confirm(f"add workers {limit} with scale.yml", cluster=p.cluster_name,
                                            dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
 act = proceed or (bool(already) and not to_add and not p.dry_run)  # verify an existing worker too
-changes: dict = {"prepared": [], "inventory": False, "app": [], "dns": []}
+changes: dict = {"prepared": [], "inventory": False, "inventory_backup": None, "app": [], "dns": []}
 
 # %% [markdown]
 # ## Prepare the new machines
@@ -228,8 +231,8 @@ else:
 if proceed:
     with steps.step("inventory") as s:
         if not inventory_diff.empty:
-            backup = p.inventory.with_name(p.inventory.name + ".bak")
-            backup.write_bytes(p.inventory.read_bytes())
+            changes["inventory_backup"] = str(inventory_lib.backups.save_backup(p.inventory, "add-worker",
+                                                                                stamp=backup_stamp))
             wanted.save(p.inventory)
             changes["inventory"] = True
         s.detail = "appended to kube_node" if changes["inventory"] else "already listed"

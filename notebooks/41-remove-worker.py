@@ -46,7 +46,7 @@
 #
 # **If it fails or is interrupted.** Run it again with the same parameters: a node already drained,
 # removed or out of the inventory is skipped. A node that an earlier run already took out of the inventory
-# (it is still a worker in the `.bak` copy that run kept, and the API no longer has it) is not refused: the
+# (it is still a worker in the inventory backup that run kept, and the API no longer has it) is not refused: the
 # re-run only makes sure DNS no longer points at it and proves it gone. Exit status 2 ("refused") means
 # nothing was changed.
 
@@ -124,7 +124,7 @@ print(f"target {p.cluster_name}: remove {', '.join(p.remove)} (node state: {p.no
 # cluster-info, the API servers' `--etcd-servers`); a host that is not a worker; a removal that leaves no
 # Ready, schedulable worker for the evicted pods (unless `allow_last_worker`); the first control plane must
 # stay alive (remove-node delegates to it). A host gone from the inventory and the API but still a worker in
-# the inventory's `.bak` (the copy this runbook keeps before it saves) was removed by an earlier, interrupted
+# a kept backup of the inventory (the copy this runbook keeps before it saves) was removed by an earlier, interrupted
 # run: it is not refused, and only DNS and the proof are done for it. A node is alive when it answers SSH
 # with its pinned key, and dead only when SSH gets no answer within its bound (a timeout, no route) and its
 # Node is NotReady: a changed host key, a failed login, a refused connection or a node still Ready is refused
@@ -141,7 +141,8 @@ playbook_bin = ansible.path
 print(ansible.line())
 remove_book = checkout.playbook("remove-node")
 current = inventory_lib.load(p.inventory)
-backup_path = inventory_lib.workers.backup_path(p.inventory)
+backup_stamp = inventory_lib.backups.stamp_now()
+backup_path = inventory_lib.backups.planned_path(p.inventory, "remove-worker", backup_stamp)
 api = kube.client_from_kubeconfig(str(p.kubeconfig))
 node_info = {n.name: n for n in kube.nodes(api, timeout=p.timeout_s)}
 unknown = [n for n in p.remove if n not in current.hosts and n in node_info]
@@ -149,10 +150,10 @@ if unknown:
     raise PreconditionFailed(f"not in the inventory but still a node in the API: {', '.join(unknown)}; nothing was "
                              "changed", fix="add the host back to the inventory (kube_node) so remove-node.yml can act "
                              "on it, or delete the Node object by hand if the machine is gone")
-# The backup is read only for names found nowhere else: it is the last save's, and only those need it.
-backup = (inventory_lib.workers.load_backup(p.inventory)
-          if any(n not in current.hosts and n not in node_info for n in p.remove) else None)
-earlier = inventory_lib.workers.already_removed(p.remove, current, backup, node_info)
+# Backups are read only for names found nowhere else: every kept remove-worker backup, newest first.
+kept_backups = (inventory_lib.workers.load_backups(p.inventory)
+                if any(n not in current.hosts and n not in node_info for n in p.remove) else [])
+earlier = inventory_lib.workers.already_removed(p.remove, current, kept_backups, node_info)
 gone = [n for n in p.remove if n not in current.hosts and n not in earlier]
 if gone:
     raise PreconditionFailed(f"unknown hosts: {', '.join(gone)}: not in the inventory nor in the API (a typo, or "
@@ -209,7 +210,7 @@ budgets = kube.disruption_budgets(api, timeout=p.timeout_s)
 display(pd.DataFrame([{"node": n, "groups": ", ".join(current.groups_of(n)), "state": state[n],
                        "Node": ("Ready" if node_info[n].is_ready else "NotReady") if n in node_info else "absent",
                        "pods to evict": len(to_evict.get(n, []))} for n in todo]
-                     + [{"node": n, "groups": f"({backup_path.name} only)", "state": "already removed",
+                     + [{"node": n, "groups": "(in a kept remove-worker backup only)", "state": "already removed",
                          "Node": "absent", "pods to evict": 0} for n in earlier]))
 evict_rows = [{"node": n, "pod": f"{x['metadata'].get('namespace', 'default')}/{x['metadata']['name']}",
                "PodDisruptionBudget": ", ".join(f"{b.namespace}/{b.name} (allowed {b.allowed})" for b in budgets
@@ -255,8 +256,8 @@ commands = {kind: kubespray.command(checkout, "remove-node", inventory=p.invento
             for kind, v in removals.items()}
 plan = [f"remove workers: {', '.join(p.remove)}"]
 if earlier:
-    plan.append(f"already removed by an earlier run: {', '.join(earlier)} (in {backup_path.name} only, no Node "
-                "object): no drain, no remove-node, no inventory edit; DNS and the proof only")
+    plan.append(f"already removed by an earlier run: {', '.join(earlier)} (in a kept remove-worker backup only, "
+                "no Node object): no drain, no remove-node, no inventory edit; DNS and the proof only")
 plan += [f"{kind}: {', '.join(v.nodes)}: " + ("drain (Eviction API), " if kind == "alive" else "")
          + f"{remove_book} " + " ".join(f"-e {k}={val}" for k, val in
                                         {**kubespray.NO_PROMPT_VARS["remove-node"], **v.extra_vars()}.items())
@@ -275,7 +276,8 @@ print("\n".join(plan))
 changes_plan = [f"run: {cmd}" for cmd in commands.values()]
 changes_plan += [f"DNS {p.app_host}: " + (f"set through the hook ({' '.join(p.dns_command)})" if p.dns_command
                                           else "manual step (no dns_command)")]
-changes_plan += [f"inventory {p.inventory}: " + ("unchanged" if inventory_diff.empty else "edited (old file kept as .bak)")]
+changes_plan += [f"inventory {p.inventory}: " + ("unchanged" if inventory_diff.empty
+                                                  else f"edited (old file kept as {backup_path})")]
 changes_plan += [f"  {line}" for line in inventory_diff.lines()]
 plan += changes_plan
 print("\n".join(changes_plan))
@@ -289,7 +291,7 @@ print("\n".join(changes_plan))
 proceed = runbook.confirm(f"remove workers {', '.join(p.remove)}", cluster=p.cluster_name,
                                          dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
 act = proceed
-changes: dict = {"drained": {}, "deleted_node_objects": [], "inventory": False, "dns": []}
+changes: dict = {"drained": {}, "deleted_node_objects": [], "inventory": False, "inventory_backup": None, "dns": []}
 
 # %% [markdown]
 # ## Drain the alive workers
@@ -383,9 +385,9 @@ else:
 # DNS first: the app's DNS name must not send clients to a removed node. The hook sets it to the remaining
 # ingress nodes (their IPs come from the inventory, read before it is edited); without a hook, that is a
 # manual step listed at the end. Then the inventory: out of every group and `all.hosts` (comments and order
-# kept; the old file is kept as `.bak`), so the next cluster.yml or scale.yml does not try to reach a host
+# kept; the old file is kept in `.inventory-backups/`), so the next cluster.yml or scale.yml does not reach a host
 # that is gone: every Kubespray play is `any_errors_fatal`. In this order, a run interrupted after the
-# inventory is saved has only the proof left to do: its re-run finds the hosts in the `.bak`, makes sure
+# inventory is saved has only the proof left to do: its re-run finds the hosts in the backups, makes sure
 # DNS still leaves them out, and proves them gone.
 
 # %%
@@ -394,7 +396,8 @@ dns_manual = ""
 resolved: list = []
 final = wanted
 want = sorted(wanted.host(n).address for n in wanted.members("k8s_cluster"))
-removed_ips = sorted({current.host(n).address for n in todo} | {backup.host(n).address for n in earlier})
+removed_ips = sorted({current.host(n).address for n in todo}
+                     | {inventory_lib.workers.host_in_backups(kept_backups, n).address for n in earlier})
 if act:
     with steps.step("DNS") as s:
         dns_outcome = ingress.converge_dns(p.app_host, want, command=p.dns_command, server=p.dns_server,
@@ -406,7 +409,8 @@ if act:
     print(dns_outcome.line())
     with steps.step("inventory") as s:
         if not inventory_diff.empty:
-            backup_path.write_bytes(p.inventory.read_bytes())
+            backup_path = inventory_lib.backups.save_backup(p.inventory, "remove-worker", stamp=backup_stamp)
+            changes["inventory_backup"] = str(backup_path)
             wanted.save(p.inventory)
             changes["inventory"] = True
         final = inventory_lib.load(p.inventory)

@@ -77,7 +77,7 @@ pd.set_option("display.width", 200)
 
 # %% tags=["parameters"]
 cluster_name: str = ""  # required: the cluster's name: the confirmation token and runs/CLUSTER/
-inventory: Path = ""  # required: the cluster's inventory (hosts.yaml or inventory.ini), edited in place (.bak kept)
+inventory: Path = ""  # required: the cluster's inventory (hosts.yaml or inventory.ini), edited in place (a backup kept)
 kubespray_dir: Path = ""  # required: Kubespray checkout (run from there)
 ansible_playbook: Path = ""  # the Kubespray checkout's ansible-playbook; empty: KUBESPRAY_DIR/venv/bin/ansible-playbook, else on PATH
 kubeconfig: Path = ""  # required: the admin kubeconfig (its server is switched to a survivor)
@@ -353,6 +353,7 @@ print("\n".join(removal_diff.lines()) or "no change (already done)")
 # %%
 proceed = runbook.confirm(f"replace {p.dead_node} (etcd member remove, playbooks)", cluster=p.cluster_name,
                           dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
+backup_stamp = inventory_lib.backups.stamp_now()  # the inventory's backup, kept before the first edit
 started = time.monotonic()
 run_dir = Path(os.environ.get("PAPERMILL_OUTPUT_PATH") or p.inventory).parent
 changes: dict = {}
@@ -531,7 +532,7 @@ elif proceed:
 # %% [markdown]
 # ## 6. The inventory without the dead host
 # Survivors first (Kubespray delegates to the first host of each group), the dead host out of the
-# groups: out of every play from here on. The old file is kept as `.bak` once.
+# groups: out of every play from here on. The old file is kept once, in `.inventory-backups/` beside it.
 
 # %%
 # papermill_description=Inventory without the dead host
@@ -540,9 +541,8 @@ if proceed and not resumed:
         edited = inventory_lib.load(p.inventory)
         left = replace.without_dead(edited, p.dead_node, keep_in_all=True)
         if left:
-            backup = p.inventory.with_name(p.inventory.name + ".bak")
-            if not backup.exists():
-                backup.write_bytes(p.inventory.read_bytes())
+            changes["inventory_backup"] = str(inventory_lib.backups.save_backup(p.inventory, "replace-control-plane",
+                                                                                stamp=backup_stamp))
             edited.save(p.inventory)
         changes["inventory_removed_from"] = left
         s.detail = f"{p.dead_node} out of {', '.join(left)}" if left else "already out of the groups"
@@ -638,6 +638,9 @@ if proceed:
         if forget:  # out of all.hosts too: a later play without --limit must not reach the dead host
             edited.remove_host(p.dead_node)
         if added_to or forget:
+            if "inventory_backup" not in changes:  # a resumed run skipped step 6: keep the file it edits now
+                changes["inventory_backup"] = str(inventory_lib.backups.save_backup(
+                    p.inventory, "replace-control-plane", stamp=backup_stamp))
             edited.save(p.inventory)
         s.detail = (f"appended to {', '.join(added_to)}" if added_to else "already there") + (
             f"; {p.dead_node} forgotten" if forget else "")
@@ -828,6 +831,7 @@ summary = runbook.write_summary("replace-control-plane", p.cluster_name, {
     "snapshot": snap.local_path if snap else None,
     "playbooks": runs,
     "checks": checks,
+    "inventory_backup": changes.get("inventory_backup"),
     "dns": {"name": p.app_host, "wanted": list(dns_outcome.wanted), "set_by_hook": dns_outcome.set_by_hook,
             "resolved": list(dns_outcome.resolved), "manual_step": dns_outcome.manual_step} if dns_outcome else None,
     "total_s": round(healthy_at - started, 1) if proceed else 0.0,
@@ -855,8 +859,9 @@ if proceed and not replaced:
 # %% [markdown]
 # ## Rollback (never runs by default)
 # The dead member's removal cannot be undone (its data is gone); the snapshot taken first is the way
-# back: the restore-from-snapshot runbook rebuilds etcd from it. The inventory's previous version is
-# `.bak` beside it.
+# back: the restore-from-snapshot runbook rebuilds etcd from it. The inventory's previous version is kept
+# in `.inventory-backups/` beside it (named in the summary).
 
 # %% tags=["skip-execution", "nbval-skip"]
-print(f"inventory before: {p.inventory.with_name(p.inventory.name + '.bak')}; snapshot: {snap.local_path if snap else None}")
+print(f"inventory before: {changes.get('inventory_backup') or inventory_lib.backups.latest(p.inventory, 'replace-control-plane')}; "
+      f"snapshot: {snap.local_path if snap else None}")

@@ -16,8 +16,11 @@ Nothing here touches a machine; ``save`` writes the file.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import stat
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -84,14 +87,16 @@ class Inventory:
         return self._doc.dumps()
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the inventory (atomically) to ``path`` or where it was loaded from."""
+        """Write the inventory durably and atomically to ``path`` or where it was loaded from.
+
+        See :func:`write_atomic`: an existing file keeps its mode, a new one gets the umask's;
+        a crash or an error leaves the old file whole.
+        """
         target = Path(path) if path is not None else self.path
         if target is None:
             raise errors.BadParameters("inventory has no path to save to", fix="pass save(path)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(self.dumps(), encoding="utf-8")
-        tmp.replace(target)
+        write_atomic(target, self.dumps().encode("utf-8"))
         self.path = target
         return target
 
@@ -396,6 +401,62 @@ class Inventory:
                 f"{where} has {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found),
                 fix="edit the inventory as each line says, then run this cell again",
             )
+
+
+def write_atomic(target: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Replace ``target`` with ``data`` so that it is the old file or the new one, whatever happens.
+
+    The data goes to a hidden temp file beside ``target`` (created 0600), is flushed and fsynced,
+    gets its final mode (``mode``, else an existing target's, else what the umask gives a new file),
+    replaces ``target`` with ``os.replace``, and the directory is fsynced so the rename survives a
+    power cut. On any error the temp file is removed and ``target`` is untouched. Raises OSError.
+    """
+    target = Path(target)
+    directory = target.parent
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """fsync ``directory``: a rename or a new entry in it survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux /proc; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:

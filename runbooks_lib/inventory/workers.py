@@ -4,8 +4,9 @@ and the decisions of the remove-worker runbook's preflight.
 Pure: each edit returns an edited copy of the Inventory and leaves the
 original as it was, so a runbook can show the diff before it saves anything;
 the decisions take what the preflight read (inventories, Node info, pods,
-PodDisruptionBudgets) and contact nothing. Only :func:`load_backup` reads a
-file (the inventory's ``.bak``).
+PodDisruptionBudgets) and contact nothing. Only :func:`load_backup` and
+:func:`load_backups` read files (the inventory's kept backups, see
+:mod:`runbooks_lib.inventory.backups`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from runbooks_lib import errors
+from runbooks_lib.inventory import backups as _backups
 from runbooks_lib.inventory.document import Inventory, format_for
-from runbooks_lib.inventory.model import K8S_CLUSTER, WORKERS
+from runbooks_lib.inventory.model import K8S_CLUSTER, WORKERS, Host
 
 if TYPE_CHECKING:
     from runbooks_lib.kube.drain import DisruptionBudget
@@ -66,34 +68,70 @@ def without_hosts(inv: Inventory, names: Sequence[str]) -> Inventory:
     return out
 
 
+REMOVE_WORKER = "remove-worker"  # the runbook name its backups are saved under
+
+
 def backup_path(path: str | os.PathLike[str]) -> Path:
-    """Where the remove-worker runbook keeps the inventory as it was before it saved: ``<path>.bak``."""
+    """The LEGACY backup ``<path>.bak`` that earlier versions of every runbook overwrote; nothing writes it now.
+
+    Still read, as the oldest backup, by :func:`load_backups` (a run of an earlier version may have been
+    interrupted). New backups: :func:`runbooks_lib.inventory.backups.save_backup`.
+    """
     return Path(path).with_name(Path(path).name + ".bak")
 
 
+def load_backups(path: str | os.PathLike[str], runbook: str | None = REMOVE_WORKER) -> list[Inventory]:
+    """Every kept backup of the inventory at ``path`` saved by ``runbook`` (None: any), newest first.
+
+    The legacy ``<path>.bak`` (:func:`backup_path`), when present, comes last. Reads files, changes
+    nothing. Raises BadParameters when a backup is malformed.
+    """
+    found = _backups.load_backups(path, runbook)
+    legacy = backup_path(path)
+    if legacy.is_file():
+        inv = Inventory.parse(legacy.read_text(encoding="utf-8"), format_for(Path(path)), source=str(legacy))
+        inv.path = legacy
+        found.append(inv)
+    return found
+
+
 def load_backup(path: str | os.PathLike[str]) -> Inventory | None:
-    """The inventory's backup (:func:`backup_path`), read in the format of ``path``; None when there is none.
+    """The newest of :func:`load_backups` (remove-worker's, else the legacy ``.bak``); None when there is none."""
+    found = load_backups(path)
+    return found[0] if found else None
 
-    Reads a file, changes nothing. Raises BadParameters when the backup is malformed.
+
+def already_removed(names: Sequence[str], current: Inventory,
+                    backups: Inventory | Sequence[Inventory] | None, api_nodes: Collection[str]) -> list[str]:
+    """The names an earlier run already removed: in neither ``current`` nor the API, but a worker in a backup.
+
+    ``backups``: the inventory as it was before earlier remove-worker runs saved it (:func:`load_backups`,
+    any order), or one such Inventory, or None when there is none. A name found nowhere is not returned:
+    it is a typo.
     """
-    bak = backup_path(path)
-    if not bak.is_file():
-        return None
-    inv = Inventory.parse(bak.read_text(encoding="utf-8"), format_for(Path(path)), source=str(bak))
-    inv.path = bak
-    return inv
+    found = _as_list(backups)
+    return [n for n in names if n not in current.hosts and n not in api_nodes
+            and any(n in b.members(WORKERS) for b in found)]
 
 
-def already_removed(names: Sequence[str], current: Inventory, backup: Inventory | None,
-                    api_nodes: Collection[str]) -> list[str]:
-    """The names an earlier run already removed: in neither ``current`` nor the API, but workers in ``backup``.
+def host_in_backups(backups: Inventory | Sequence[Inventory] | None, name: str) -> Host:
+    """``name`` as the newest backup that lists it as a worker defines it (its address, vars).
 
-    ``backup`` is the inventory as it was before the last save (``hosts.yaml.bak``, written by the
-    remove-worker runbook), None when there is none. A name found nowhere is not returned: it is a typo.
+    ``backups`` newest first, as :func:`load_backups` returns them. Raises BadParameters when none does.
     """
-    if backup is None:
+    for inv in _as_list(backups):
+        if name in inv.members(WORKERS):
+            return inv.host(name)
+    raise errors.BadParameters(f"host {name!r} is a worker in none of the inventory's backups",
+                               fix="check the name; only hosts removed by an earlier remove-worker run are there")
+
+
+def _as_list(backups: Inventory | Sequence[Inventory] | None) -> list[Inventory]:
+    if backups is None:
         return []
-    return [n for n in names if n not in current.hosts and n not in api_nodes and n in backup.members(WORKERS)]
+    if isinstance(backups, Inventory):
+        return [backups]
+    return list(backups)
 
 
 # How an SSH connection fails when nothing answers: a timeout (a powered-off VPS drops SYNs) or no route.

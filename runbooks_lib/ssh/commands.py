@@ -122,22 +122,35 @@ def read_text(
     raise failure(result, fix=f"check that {path} exists and is readable")
 
 
-# Writes a temp file beside the target (same file system, so mv is atomic), copies
-# the target's mode and owner, then renames it over the target. The temp name
-# starts with a dot so that kubelet ignores it in a static-pod directory.
+# Writes a temp file beside the target (same file system, so mv is atomic) and renames it over the
+# target. The temp file is CREATED under umask 077 (noclobber, after removing a stale one), so it is
+# 0600 before the first byte of content arrives: a secret such as admin.conf is never readable by
+# others, not even for a moment. Then it gets its final owner and mode: the target's when it exists
+# (chown first, as chown may clear set-id bits), else the mode the caller's umask gives a new file
+# (0666 & ~umask, as `cat > file` would have), then ``$3`` when given. It is fsynced before the
+# rename and the directory after it (``sync FILE``, GNU coreutils >= 8.24; best effort: an older
+# sync that ignores its arguments syncs everything, a failing one is ignored), so a power cut leaves
+# the old content or the new one, never an empty file. A failed or interrupted write removes the temp
+# file and leaves the target as it was. The temp name starts with a dot so that kubelet ignores it in
+# a static-pod directory. Parameters: $1 target, $2 temp file, $3 mode ("" = keep), $4 directory.
 _WRITE_SCRIPT = (
-    'set -e; cat > "$2"; '
-    'if [ -e "$1" ]; then chmod --reference="$1" "$2"; chown --reference="$1" "$2"; fi; '
-    'if [ -n "$3" ]; then chmod "$3" "$2"; fi; '
-    'mv -f "$2" "$1"'
+    'set -e; u=$(umask); umask 077; '
+    'trap \'rm -f -- "$2"\' EXIT; trap \'exit 1\' HUP INT TERM; '
+    'rm -f -- "$2"; set -C; cat > "$2"; set +C; '
+    'if [ -e "$1" ]; then chown --reference="$1" -- "$2"; chmod --reference="$1" -- "$2"; '
+    'elif [ -z "$3" ]; then chmod -- "$(printf %o "$((0666 & ~0$u))")" "$2"; fi; '
+    'if [ -n "$3" ]; then chmod -- "$3" "$2"; fi; '
+    'sync -- "$2" 2>/dev/null || :; '
+    'mv -f -- "$2" "$1"; trap - EXIT; '
+    'sync -- "$4" 2>/dev/null || :'
 )
 
 
 def write_text_argv(path: str, mode: str = "") -> list[str]:
-    """The argv :func:`write_text` runs (stdin carries the content)."""
+    """The argv :func:`write_text` runs (stdin carries the content); the paths are positional parameters."""
     directory, base = os.path.split(path)
     tmp = os.path.join(directory, f".{base}.runbooks-tmp")
-    return ["sh", "-c", _WRITE_SCRIPT, "sh", path, tmp, mode]
+    return ["sh", "-c", _WRITE_SCRIPT, "sh", path, tmp, mode, directory or "."]
 
 
 def write_text(
@@ -145,7 +158,9 @@ def write_text(
 ) -> Result:
     """Replace a remote file atomically (temp file beside it + mv), keeping its mode and owner.
 
-    ``mode`` (e.g. "0644") is applied to the new content. Raises CommandFailed.
+    The temp file is 0600 from its creation (umask 077) until the content is complete and fsynced;
+    then it takes the target's mode and owner (a new file: the mode the umask gives, 0644 under
+    sudo's usual 022), then ``mode`` (e.g. "0644") when given, and replaces the target. Raises CommandFailed.
     Rollback: write the previous content back the same way.
     """
     return run(conn, write_text_argv(path, mode), timeout=timeout, sudo=sudo, input=text)

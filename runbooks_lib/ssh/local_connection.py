@@ -76,11 +76,15 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike, *, timeout: float,
     """Copy the file ``src`` to ``dst``, giving up after ``timeout`` seconds.
 
     The content goes to a temporary file beside ``dst`` that replaces it only
-    when complete, so a copy that fails or times out leaves ``dst`` as it was;
-    an existing ``dst`` keeps its mode. A source that stops delivering (a FIFO
-    or device with no writer, a stalled pipe) cannot block past the timeout:
-    every read waits in ``poll`` for at most the time left. Raises
-    CommandFailed on timeout and on any OS error (missing path, permission).
+    when complete, so a copy that fails or times out leaves ``dst`` as it was.
+    The temporary file is created 0600 (a stale one is removed first), so the
+    content is never readable by others while it arrives; once complete it is
+    fsynced and gets its final mode (an existing ``dst``'s, else the mode the
+    umask gives a new file), replaces ``dst``, and the directory is fsynced.
+    A source that stops delivering (a FIFO or device with no writer, a stalled
+    pipe) cannot block past the timeout: every read waits in ``poll`` for at
+    most the time left. Raises CommandFailed on timeout and on any OS error
+    (missing path, permission).
     """
     deadline = time.monotonic() + timeout
     src, dst = os.fspath(src), os.fspath(dst)
@@ -93,13 +97,20 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike, *, timeout: float,
         raise error(CommandFailed, f"{what} failed on {host}: {exc}", host=host,
                     fix="check the path and its permissions") from None
     try:
-        with open(tmp, "wb") as out:
-            _pump(fd_in, out.fileno(), deadline)
+        _discard(tmp)  # a stale temp file may have another mode: create it anew
+        fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
-            os.chmod(tmp, stat.S_IMODE(os.stat(dst).st_mode))
-        except FileNotFoundError:
-            pass  # a new file keeps the mode the umask gave it
+            _pump(fd_in, fd_out, deadline)
+            os.fsync(fd_out)
+            try:
+                final = stat.S_IMODE(os.stat(dst).st_mode)
+            except FileNotFoundError:
+                final = 0o666 & ~current_umask()  # what a plain open() would have given a new file
+            os.fchmod(fd_out, final)
+        finally:
+            os.close(fd_out)
         os.replace(tmp, dst)
+        fsync_directory(directory or ".")
     except TimeoutError:
         _discard(tmp)
         raise error(CommandFailed, f"{what} did not finish within {timeout:g}s on {host}", host=host,
@@ -111,6 +122,29 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike, *, timeout: float,
                     fix="check the path and its permissions") from None
     finally:
         os.close(fd_in)
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux /proc; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """fsync ``directory`` so that a rename or a new entry in it survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pump(fd_in: int, fd_out: int, deadline: float) -> None:
