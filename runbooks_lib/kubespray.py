@@ -579,21 +579,3 @@ class RemoveNodeVars:
             out |= {"reset_nodes": "false", "allow_ungraceful_removal": "true"}
         out |= {"drain_timeout": f"{self.drain_timeout_s}s", "drain_grace_period": str(self.drain_grace_period_s)}
         return out
-
-
-def ansible_playbook_path(name: str = "ansible-playbook") -> str:
-    """The ansible-playbook to run: ``name`` on PATH, else the one beside this Python (its virtualenv).
-
-    Raises PreconditionFailed when neither exists. Read-only.
-    """
-    import shutil
-    import sys
-
-    found = shutil.which(name)
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if found:
-        return found
-    if name == "ansible-playbook" and beside.exists():
-        return str(beside)
-    raise errors.PreconditionFailed(f"{name} not found", fix="install ansible in the Kubespray checkout's "
-                                    "environment and pass its path as ansible_playbook")

@@ -25,7 +25,7 @@ import math
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -179,18 +179,22 @@ def _not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, link_loca
     return None
 
 
+def _parsed_ips(label: str, values: Iterable[str], problems: list[str]) -> Iterator[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """(value, address) for each value that is an IP address; a problem line appended for each that is not."""
+    for value in values:
+        try:
+            yield value, ipaddress.ip_address(value)
+        except ValueError:
+            problems.append(f"{label}: {value!r} is not an IP address")
+
+
 def bad_node_addresses(label: str, values: Iterable[str], *, prefix: int | None = None) -> list[str]:
     """Problem lines for values that cannot be a machine's address: not an IP address, unspecified (0.0.0.0,
     ::), loopback, multicast, the broadcast 255.255.255.255, 0.0.0.0/8, reserved (240.0.0.0/4) or link-local
     (169.254.0.0/16, fe80::/10: not routed, and 169.254.169.254 is a cloud's metadata service). With the
     network's ``prefix`` (IPv4, /30 or shorter) its network and broadcast addresses are refused too. Pure."""
-    problems = []
-    for value in values:
-        try:
-            ip = ipaddress.ip_address(value)
-        except ValueError:
-            problems.append(f"{label}: {value!r} is not an IP address")
-            continue
+    problems: list[str] = []
+    for value, ip in _parsed_ips(label, values, problems):
         why = _not_unicast(ip, link_local=True)
         if why is None and prefix is not None and isinstance(ip, ipaddress.IPv4Address) and prefix <= 30:
             net = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
@@ -205,13 +209,8 @@ def bad_dns_servers(label: str, values: Iterable[str]) -> list[str]:
     """Problem lines for upstream DNS servers that are not IP addresses or cannot be a resolver's: loopback
     (systemd-resolved would ask itself), unspecified, multicast, broadcast, reserved. Link-local is allowed
     (some clouds' resolvers are, e.g. 169.254.169.253). Pure."""
-    problems = []
-    for value in values:
-        try:
-            ip = ipaddress.ip_address(value)
-        except ValueError:
-            problems.append(f"{label}: {value!r} is not an IP address")
-            continue
+    problems: list[str] = []
+    for value, ip in _parsed_ips(label, values, problems):
         why = _not_unicast(ip, link_local=False)
         if why == "a loopback address":
             problems.append(f"{label}: {value} is a loopback address; systemd-resolved would "

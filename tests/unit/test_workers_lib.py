@@ -46,15 +46,6 @@ def test_remove_node_vars_on_the_command_line(tmp_path: Path) -> None:
                      "drain_timeout=60s", "drain_grace_period=10"]
 
 
-def test_ansible_playbook_path(tmp_path: Path) -> None:
-    assert kubespray.ansible_playbook_path(sys.executable) == sys.executable
-    with pytest.raises(errors.PreconditionFailed, match="not found"):
-        kubespray.ansible_playbook_path(str(tmp_path / "no-such-ansible-playbook"))
-
-
-# ---- inventory edits
-
-
 def test_with_workers_appends_at_the_end_keeping_comments() -> None:
     for path in (DATA / "inventory.current.ini", DATA / "hosts.commented.yaml"):
         inv = inventory.load(path)
