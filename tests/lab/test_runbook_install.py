@@ -127,7 +127,8 @@ def test_a_rerun_right_after_success_changes_nothing(kubespray_cluster: LabClust
     assert result.exit_code == 0, result.line()
     summary = _summary(result)
     assert summary["installed"] is True and summary["app_answering_on"] == K8S_NODES
-    assert summary["changes"] == {"inventory": False, "group_vars": [], "dns_fix": [], "kubeconfig": False, "app": []}
+    assert summary["changes"] == {"inventory": False, "inventory_backup": None, "group_vars": [], "dns_fix": [],
+                                  "kubeconfig": False, "app": []}
     assert summary["crash_looping_seen"] == []
     assert c.hosts.read_bytes() == inventory_before
     assert _tree_digest(c.inventory_dir / "group_vars") == group_vars_before
