@@ -295,6 +295,7 @@ def start(
     log_path: str | os.PathLike[str],
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    outlives_run: bool = False,
 ) -> Background:
     """Start ``command`` (an argument list) in the background and return its handle at once.
 
@@ -302,7 +303,10 @@ def start(
     /dev/null, stdout and stderr appended to ``log_path`` (created with its
     parent directory; no other descriptors are inherited). ``env`` entries
     are added to the current environment. It outlives this call; stop it
-    with :meth:`Background.stop`. Raises CommandFailed when it cannot be
+    with :meth:`Background.stop`. Started inside a ``runbooks run``, it is
+    stopped with the run (it carries the run's marker, see
+    :mod:`runbooks_lib.run_lifetime`) unless ``outlives_run``: a machine or
+    service that must stay up after the run (the lab's machines and DNS). Raises CommandFailed when it cannot be
     started. Side effects: the process, the log file.
     """
     argv = tuple(os.fspath(part) for part in command)
@@ -311,6 +315,10 @@ def start(
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = None if env is None else {**os.environ, **env}
+    if outlives_run:
+        from runbooks_lib.run_lifetime import MARKER_ENV
+
+        full_env = {k: v for k, v in (full_env or os.environ).items() if k != MARKER_ENV}
     with open(log, "ab") as out:
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,

@@ -183,15 +183,24 @@ def marker_entry(run_id: str) -> bytes:
     return f"{MARKER_ENV}={run_id}".encode()
 
 
-def descendants(procs: Mapping[int, Proc], seeds: Iterable[int], exclude: Iterable[int] = ()) -> set[int]:
-    """``seeds`` and every process whose parent chain leads to one, minus ``exclude`` and zombies. Pure."""
+def descendants(procs: Mapping[int, Proc], seeds: Iterable[int], exclude: Iterable[int] = (),
+                opted_out: Callable[[int], bool] | None = None) -> set[int]:
+    """``seeds`` and every process whose parent chain leads to one, minus ``exclude`` and zombies.
+
+    A descendant for which ``opted_out`` is true is left out with everything
+    below it (a machine booted by the run, started without the run's marker).
+    Pure apart from what ``opted_out`` reads.
+    """
     children: dict[int, list[int]] = {}
     for proc in procs.values():
         children.setdefault(proc.ppid, []).append(proc.pid)
     skip, found, stack = set(exclude), set(), list(seeds)
+    seeded = set(stack)
     while stack:
         pid = stack.pop()
         if pid in found or pid in skip or pid not in procs:
+            continue
+        if pid not in seeded and opted_out is not None and opted_out(pid):
             continue
         if procs[pid].state != "Z":
             found.add(pid)
@@ -205,7 +214,11 @@ def members(entry: bytes | None, *, roots: Iterable[int] = (), exclude: Iterable
     skip = set(exclude)
     seeds = [pid for pid, p in procs.items() if pid not in skip and p.state != "Z"
              and entry is not None and environ_has(pid, entry)]
-    return {pid: procs[pid] for pid in descendants(procs, [*seeds, *roots], skip)}
+
+    def opted_out(pid: int) -> bool:  # started to outlive the run (local.start(outlives_run=True)): no marker
+        return entry is not None and procs[pid].state != "Z" and not environ_has(pid, entry)
+
+    return {pid: procs[pid] for pid in descendants(procs, [*seeds, *roots], skip, opted_out)}
 
 
 def _signal(proc: Proc, sig: int) -> None:

@@ -212,7 +212,7 @@ class DnsServer:
             "--log-facility=-",
             "--log-queries",
         ]
-        proc = local.start(argv, log_path=self.log_file)
+        proc = local.start(argv, log_path=self.log_file, outlives_run=True)
         self._proc = proc
         started: list[str] = []
 

@@ -57,7 +57,7 @@ def boot(mdir: Path, argv: Sequence[str], name: str) -> int:
     console's tail), WaitTimedOut when no init appears within
     :data:`INIT_TIMEOUT_S` (nspawn is killed then).
     """
-    proc = local.start(argv, log_path=mdir / "console.log")
+    proc = local.start(argv, log_path=mdir / "console.log", outlives_run=True)  # a machine outlives the run that booted it
     (mdir / "nspawn.pid").write_text(f"{proc.pid}\n")
     init: list[int] = []
 

@@ -221,3 +221,23 @@ def test_start_runs_in_the_background_and_stop_kills_its_whole_group(tmp_path: P
 def test_start_of_a_missing_program_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(errors.CommandFailed, match="install no-such-daemon"):
         local.start(["no-such-daemon"], log_path=tmp_path / "x.log")
+
+
+def test_a_background_process_that_outlives_the_run_does_not_carry_its_marker(tmp_path, monkeypatch) -> None:
+    """A lab machine booted by a run (a power-on in the failover drill) must not be swept with the run."""
+    import time as _time
+
+    from runbooks_lib import local as _local
+    from runbooks_lib.run_lifetime import MARKER_ENV
+
+    monkeypatch.setenv(MARKER_ENV, "run-123")
+    out = {}
+    for outlives in (False, True):
+        log = tmp_path / f"env-{outlives}.log"
+        proc = _local.start(["sh", "-c", f'echo "${{{MARKER_ENV}:-none}}"'], log_path=log, outlives_run=outlives)
+        deadline = _time.monotonic() + 10
+        while not log.read_text().strip() and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        proc.stop()
+        out[outlives] = log.read_text().strip()
+    assert out == {False: "run-123", True: "none"}

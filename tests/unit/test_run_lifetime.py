@@ -259,3 +259,15 @@ def test_guard_execute_returns_the_exception_of_the_work() -> None:
 
 def test_signal_name() -> None:
     assert runner.signal_name(signal.SIGTERM) == "SIGTERM" and runner.signal_name(999) == "signal 999"
+
+
+def test_a_descendant_started_to_outlive_the_run_is_left_with_its_subtree() -> None:
+    """A lab machine booted inside a run (no marker) and the processes in it are not the run's."""
+    from runbooks_lib.run_lifetime import Proc, descendants
+
+    procs = {pid: Proc(pid, ppid, "S", 0) for pid, ppid in
+             ((10, 1), (11, 10), (12, 11), (20, 10), (21, 20), (22, 21))}
+    outlives = {20}  # 20: nspawn started with outlives_run; 21, 22: the machine's init and its services
+    assert descendants(procs, [10]) == {10, 11, 12, 20, 21, 22}
+    assert descendants(procs, [10], opted_out=lambda pid: pid in outlives) == {10, 11, 12}
+    assert descendants(procs, [20], opted_out=lambda pid: pid in outlives) == {20, 21, 22}  # a seed is never skipped
