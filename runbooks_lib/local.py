@@ -329,3 +329,26 @@ def start(
                 fix=f"install {Path(argv[0]).name} or pass its full path",
             ) from exc
     return Background(argv, proc.pid, log, proc)
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux /proc; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """fsync ``directory`` so that a rename or a new entry in it survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

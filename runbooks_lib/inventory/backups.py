@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runbooks_lib import errors
-from runbooks_lib.inventory.document import Inventory, format_for, fsync_directory
+from runbooks_lib.inventory.document import Inventory, format_for
+from runbooks_lib.local import fsync_directory
 
 BACKUP_DIR = ".inventory-backups"
 KEEP = 10

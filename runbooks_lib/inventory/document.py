@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from runbooks_lib import errors
+from runbooks_lib import errors, local
 from runbooks_lib.inventory import ini_doc, yaml_doc
 from runbooks_lib.inventory.ini_doc import IniDoc
 from runbooks_lib.inventory.model import (
@@ -417,7 +417,7 @@ def write_atomic(target: str | os.PathLike[str], data: bytes, *, mode: int | Non
         try:
             mode = stat.S_IMODE(target.stat().st_mode)
         except FileNotFoundError:
-            mode = 0o666 & ~_umask()
+            mode = 0o666 & ~local.current_umask()
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     try:
         try:
@@ -433,30 +433,7 @@ def write_atomic(target: str | os.PathLike[str], data: bytes, *, mode: int | Non
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_directory(directory)
-
-
-def fsync_directory(directory: str | os.PathLike[str]) -> None:
-    """fsync ``directory``: a rename or a new entry in it survives a power cut."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    """This process's umask, read without changing it (Linux /proc; else set and restored at once)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    local.fsync_directory(directory)
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:

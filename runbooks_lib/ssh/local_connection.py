@@ -105,12 +105,12 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike, *, timeout: float,
             try:
                 final = stat.S_IMODE(os.stat(dst).st_mode)
             except FileNotFoundError:
-                final = 0o666 & ~current_umask()  # what a plain open() would have given a new file
+                final = 0o666 & ~local.current_umask()  # what a plain open() would have given a new file
             os.fchmod(fd_out, final)
         finally:
             os.close(fd_out)
         os.replace(tmp, dst)
-        fsync_directory(directory or ".")
+        local.fsync_directory(directory or ".")
     except TimeoutError:
         _discard(tmp)
         raise error(CommandFailed, f"{what} did not finish within {timeout:g}s on {host}", host=host,
@@ -122,29 +122,6 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike, *, timeout: float,
                     fix="check the path and its permissions") from None
     finally:
         os.close(fd_in)
-
-
-def current_umask() -> int:
-    """This process's umask, read without changing it (Linux /proc; else set and restored at once)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_directory(directory: str | os.PathLike) -> None:
-    """fsync ``directory`` so that a rename or a new entry in it survives a power cut."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pump(fd_in: int, fd_out: int, deadline: float) -> None:
