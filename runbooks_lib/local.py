@@ -352,3 +352,11 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_synced(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the open file ``fd`` and fsync it (the caller closes it and renames it into place)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)

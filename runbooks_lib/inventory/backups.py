@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runbooks_lib import errors
+from runbooks_lib import errors, local
 from runbooks_lib.inventory.document import Inventory, format_for
 from runbooks_lib.local import fsync_directory
 
@@ -157,10 +157,7 @@ def save_backup(inventory_path: str | os.PathLike[str], runbook: str, *, stamp: 
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")  # 0600 from its creation
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            local.write_synced(fd, data)
         finally:
             os.close(fd)
         while True:

@@ -421,10 +421,7 @@ def write_atomic(target: str | os.PathLike[str], data: bytes, *, mode: int | Non
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            local.write_synced(fd, data)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
