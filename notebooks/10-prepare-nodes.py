@@ -170,7 +170,8 @@ print(f"{len(to_do)} changes planned on {len({line.split(':')[0] for line in to_
 # papermill_description=Confirmation gate
 steps = runbook.Steps()
 go = runbook.confirm(f"prepare {len(chosen)} hosts ({len(to_do)} changes)", cluster=p.cluster_name,
-                     dry_run=p.dry_run, confirm=p.confirm, plan=to_do or ["nothing to change"])
+                     dry_run=p.dry_run, confirm=p.confirm, plan=to_do or ["nothing to change"],
+                     lock=p.inventory)
 changes: list[nodes.Change] = []
 
 

@@ -229,7 +229,7 @@ print("\n".join(changes_plan))
 
 # %%
 proceed = runbook.confirm("install the cluster with cluster.yml", cluster=p.cluster_name, dry_run=p.dry_run,
-                          confirm=p.confirm or None, plan=plan)
+                          confirm=p.confirm or None, plan=plan, lock=p.inventory)
 
 # %% [markdown]
 # ## Write the inventory and its group_vars

@@ -191,7 +191,8 @@ print("\n".join(changes_plan))
 
 # %%
 proceed = bool(to_add) and runbook.confirm(f"add workers {limit} with scale.yml", cluster=p.cluster_name,
-                                           dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
+                                           dry_run=p.dry_run, confirm=p.confirm or None, plan=plan,
+                                           lock=p.inventory)
 act = proceed or (bool(already) and not to_add and not p.dry_run)  # verify an existing worker too
 changes: dict = {"prepared": [], "inventory": False, "inventory_backup": None, "app": [], "dns": []}
 

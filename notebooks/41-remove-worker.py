@@ -289,7 +289,8 @@ print("\n".join(changes_plan))
 
 # %%
 proceed = runbook.confirm(f"remove workers {', '.join(p.remove)}", cluster=p.cluster_name,
-                                         dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
+                                         dry_run=p.dry_run, confirm=p.confirm or None, plan=plan,
+                                         lock=p.inventory)
 act = proceed
 changes: dict = {"drained": {}, "deleted_node_objects": [], "inventory": False, "inventory_backup": None, "dns": []}
 

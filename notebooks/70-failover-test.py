@@ -59,7 +59,8 @@ import matplotlib
 import pandas as pd
 from IPython.display import Image, display
 
-from runbooks_lib import analysis, failover, faults, ingress, kube, plots, runbook, runner, schemas, ssh
+from runbooks_lib import analysis, cluster_lock, failover, failover_cleanup, faults, ingress, kube, plots, runbook
+from runbooks_lib import runner, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib import probe as prb
 from runbooks_lib.errors import PreconditionFailed, RunbookError, WaitTimedOut
@@ -145,6 +146,27 @@ guard = failover.Guard()
 bar = failover.Bar(failed=0, p99_ms=p.slow_ms, recovery_s=1.0)
 print(f"target {p.cluster_name}: inventory {p.inventory}; fault {p.fault_mode} on {p.fault_node or 'a node chosen in the preflight'} "
       f"via {p.fault_injector}")
+
+# %% [markdown]
+# ## Leftovers of an earlier drill
+# A drill that died before its teardown (killed, its machine lost) leaves its fault, keepalived or HAProxy
+# behind. Before starting each of them it listed it in its ledger beside the inventory
+# (`.runbooks-leftovers/failover-test.json`), and removed the entry once undone. A real run undoes what is
+# still listed here, under the cluster lock and before the preflight (which would find a node down or
+# the VIP taken); a dry run only lists it. `runbooks run failover-test --cleanup -f FILE` does just this.
+
+# %%
+# papermill_description=Leftovers
+ledger = failover_cleanup.ledger(p.inventory)
+pending = ledger.entries()
+if not pending:
+    print("no leftovers of an earlier drill")
+elif p.dry_run:
+    print("LEFTOVERS of an earlier drill; a real run, or `runbooks run failover-test --cleanup`, undoes them first:")
+    print("\n".join(f"  {e.line()}" for e in pending))
+else:
+    cluster_lock.hold_for_session(p.inventory, "runbook failover-test: undo leftovers")
+    failover_cleanup.undo(ledger, p)
 
 # %% [markdown]
 # ## Preflight
@@ -262,7 +284,8 @@ print("\n".join(node_plan))
 
 # %%
 proceed = runbook.confirm(f"fault {fault_node} ({p.fault_mode}) for a failover drill", cluster=p.cluster_name,
-                          dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
+                          dry_run=p.dry_run, confirm=p.confirm or None, plan=plan,
+                          lock=p.inventory)
 
 # %% [markdown]
 # ## Step 1: the test app through every ingress node
@@ -331,7 +354,10 @@ def set_up_front_doors() -> str:
         nodes = tuple(VrrpNode(n, address[n], SshRunner(conns[n], n)) for n in vrrp_order)
         vip_door = KeepalivedVip(p.vip, nodes, prefix=p.vip_prefix, advert_int=p.vrrp_advert_s,
                                  virtual_router_id=p.vrrp_router_id, host_header=p.app_host, timeout=p.timeout_s)
+        vrrp = {"vip": p.vip, "prefix": p.vip_prefix, "nodes": [[n, address[n]] for n in vrrp_order]}
+        ledger.record("keepalived", p.vip, **vrrp)
         vip_door.setup()
+        ledger.record("keepalived", p.vip, **vrrp, interfaces=dict(vip_door.interfaces))
         done.append(f"VIP {p.vip} held by {vip_door.wait_single_holder(p.timeout_s)}")
     if "haproxy" in p.strategies:
         port = p.haproxy_port or free_port(p.haproxy_bind)
@@ -342,6 +368,7 @@ def set_up_front_doors() -> str:
                                         retry_on="conn-failure empty-response response-timeout",
                                         host_header=p.app_host)
         haproxy_door.setup()
+        ledger.record("haproxy", f"{p.haproxy_bind}:{port}", pid=haproxy_door.pid, workdir=str(haproxy_door.workdir))
         runbook.wait_for(lambda: (set(haproxy_door.server_status().values()) == {"UP"},
                                   str(haproxy_door.server_status())),
                          timeout=p.timeout_s, interval=0.2, what="HAProxy to mark every node UP")
@@ -418,6 +445,7 @@ def probe_and_fault() -> str:
         time.sleep(max(0.0, run.t0 + p.before_s + 0.5 / p.rate - time.monotonic()))
         events.add("fault", f"{fault_node} {p.fault_mode}", source=injector.kind)
         fault_state["at"] = datetime.now(timezone.utc).isoformat()
+        ledger.record("fault", fault_node, address=address[fault_node], mode=p.fault_mode, injector=p.fault_injector)
         injector.inject(fault_node, address[fault_node], p.fault_mode)
         fault_state["injected"] = True
         events.add("fault done", f"{fault_node} {p.fault_mode}", source=injector.kind)
@@ -447,6 +475,7 @@ def restore_node() -> str:
     injector.restore(fault_node, address[fault_node], p.fault_mode)
     fault_state["restored"] = True
     kube.wait_for_nodes(api, [fault_node], "Ready", timeout=p.ready_timeout_s)
+    ledger.done("fault", fault_node)
     if haproxy_door is not None:  # its checks need `rise` passes to mark the node UP again; not a failure if late
         try:
             runbook.wait_for(lambda: (any(e.kind == "server UP" and fault_node in e.detail
@@ -471,6 +500,8 @@ if proceed and p.restore_power:
 # stopped. Then the nodes are checked: no keepalived running or configured by the drill, no HAProxy of
 # the drill, and `app_host` still resolving exactly as before (the drill never changes DNS). Each part is
 # tried even when another failed; a failed part is named and fails the run at the end.
+# Each part leaves the drill's ledger once done; what is still listed (a part that failed, a node left
+# down by `restore_power=False`) is undone by the next real run or by `--cleanup`.
 
 # %%
 # papermill_description=Teardown
@@ -482,8 +513,22 @@ def undo_fault() -> str:
         injector.restore(fault_node, address[fault_node], p.fault_mode)
         fault_state["restored"] = True
         kube.wait_for_nodes(api, [fault_node], "Ready", timeout=p.ready_timeout_s)
+        ledger.done("fault", fault_node)
         return f"{fault_node} restored"
+    if fault_state["injected"] and not fault_state["restored"]:
+        return f"{fault_node} stays down (restore_power is False); listed in {ledger.path} for the next run"
+    ledger.done("fault", fault_node)  # not injected (the injector said so) or restored already
     return "nothing to undo"
+
+
+def remove_keepalived() -> None:
+    vip_door.teardown()
+    ledger.done("keepalived", p.vip)
+
+
+def stop_haproxy() -> None:
+    haproxy_door.teardown()
+    ledger.done("haproxy", f"{p.haproxy_bind}:{haproxy_door.port}")
 
 
 def check_clean() -> str:
@@ -509,9 +554,9 @@ if proceed:
         w.stop()
     print(guard.always("undo the fault", undo_fault))
     if vip_door is not None:
-        guard.always("remove keepalived", vip_door.teardown)
+        guard.always("remove keepalived", remove_keepalived)
     if haproxy_door is not None:
-        guard.always("stop HAProxy", haproxy_door.teardown)
+        guard.always("stop HAProxy", stop_haproxy)
     print(guard.always("check nothing is left", check_clean))
 for conn in conns.values():
     conn.close()

@@ -101,5 +101,9 @@ class BadParameters(RunbookError):
     """Parameters or input files are invalid; nothing was run."""
 
 
+class RunRefused(RunbookError):
+    """A run was refused before anything ran (lock held, bad parameters); nothing was changed."""
+
+
 class LabError(RunbookError):
     """The embedded lab cannot do what was asked (not root, tool missing, range in use...)."""

@@ -1,13 +1,17 @@
 """The confirmation gate: the one place a runbook asks a human before it changes a cluster.
 
 Under papermill or nbval (no stdin) it falls back to the ``confirm`` parameter.
+Once confirmed it takes the cluster lock (:mod:`runbooks_lib.cluster_lock`) for
+the rest of the session, so a notebook run by hand in JupyterLab excludes other
+runs on the same inventory as ``runbooks run`` does.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
-from runbooks_lib import errors
+from runbooks_lib import cluster_lock, errors
 
 
 def _is_no_stdin(exc: BaseException) -> bool:
@@ -25,6 +29,7 @@ def confirm(
     dry_run: bool,
     confirm: str | None = None,
     plan: str | Iterable[str] | None = None,
+    lock: str | os.PathLike[str] | None = None,
     ask: Callable[[str], str] = input,
     say: Callable[[str], None] = print,
 ) -> bool:
@@ -36,6 +41,11 @@ def confirm(
     name. When there is no stdin (papermill/nbval raise
     StdinNotImplementedError) the headless rule applies. Raises
     PreconditionFailed when not confirmed; nothing has been changed then.
+
+    ``lock``: the inventory whose cluster lock is taken once confirmed and held
+    until the process (the notebook's kernel) ends; under ``runbooks run`` the
+    runner holds it already. Raises RunRefused naming the holder when another
+    run has it. Side effect: the lock file.
     """
     steps = [plan] if isinstance(plan, str) else list(plan or [])
     if dry_run:
@@ -50,6 +60,7 @@ def confirm(
     )
     if confirm:
         if confirm == cluster:
+            _lock(lock, action)
             say(f"Confirmed by parameter: {action} on cluster {cluster!r}.")
             return True
         raise errors.PreconditionFailed(
@@ -73,5 +84,12 @@ def confirm(
             f"typed {answer.strip()!r}, expected {cluster!r}; refusing to {action}. Nothing was changed.",
             fix=f"run the cell again and type {cluster} exactly, or keep dry_run=True",
         )
+    _lock(lock, action)
     say(f"Confirmed: {action} on cluster {cluster!r}.")
     return True
+
+
+def _lock(inventory: str | os.PathLike[str] | None, action: str) -> None:
+    """Hold the cluster lock of ``inventory`` for the session (nothing without an inventory)."""
+    if inventory is not None and os.fspath(inventory) not in ("", "."):
+        cluster_lock.hold_for_session(inventory, f"gate: {action}")

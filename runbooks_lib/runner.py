@@ -16,7 +16,7 @@ stopped by SIGINT, SIGTERM or SIGHUP exits 128 + the signal's number.
 
 Runs that change a cluster (destructive runbooks, ``etcd-snapshot``, metadata
 ``locks: true``) hold one lock per cluster, keyed by the inventory's real path
-and kept in a directory every checkout shares (see :func:`lock_dir`). Every
+and kept in a directory every checkout shares (see :func:`runbooks_lib.cluster_lock.lock_dir`). Every
 process a run starts ends with it, however the run ends (see
 :mod:`runbooks_lib.run_lifetime`); the lock is released only after they have.
 
@@ -51,7 +51,8 @@ from typing import Any, Literal
 
 import yaml
 
-from runbooks_lib import errors, params, run_lifetime, runbook, schemas
+from runbooks_lib import cluster_lock, errors, params, run_lifetime, runbook, schemas
+from runbooks_lib.errors import RunRefused
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -71,10 +72,6 @@ def cell_timeout_for(values: object, requested: float) -> float:
     bound = getattr(values, "playbook_timeout_s", None)
     return max(requested, bound + PLAYBOOK_CELL_MARGIN_S) if isinstance(bound, (int, float)) else requested
 _NAME = re.compile(r"^(?:(?P<number>\d+)-)?(?P<name>[A-Za-z0-9_.-]+)$")
-
-
-class RunRefused(errors.RunbookError):
-    """A run was refused before anything ran (lock held, bad parameters); nothing was changed."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -313,54 +310,9 @@ def _plain(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- the cluster lock
 
-LOCK_DIR_ENV = "RUNBOOKS_LOCK_DIR"
-# Shared by every checkout and runs folder on the machine; the first writable one is used.
-LOCK_DIRS = ("/run/lock/runbooks", "${XDG_RUNTIME_DIR}/runbooks-locks", "/tmp/runbooks-locks")
 # Not destructive by their metadata, yet they change something on the cluster: etcd-snapshot's
 # retention deletes snapshot files. (Notebook metadata ``runbook.locks: true`` says the same.)
 LOCKING_RUNBOOKS = frozenset({"etcd-snapshot"})
-# Set in a run's kernel: the lock file its runner holds (hold_cluster_lock there does not take it again).
-HELD_LOCK_ENV = "RUNBOOKS_HELD_LOCK"
-
-
-def lock_dir() -> Path:
-    """Where cluster locks live: $RUNBOOKS_LOCK_DIR, else the first usable of :data:`LOCK_DIRS`.
-
-    ``/run/lock/runbooks`` is shared by every user and checkout on the machine
-    (created mode 1777, like /run/lock); ``$XDG_RUNTIME_DIR/runbooks-locks`` is
-    per user and ``/tmp/runbooks-locks`` is the last resort. Raises RunRefused
-    when none can be used. Side effect: creates the directory.
-    """
-    override = os.environ.get(LOCK_DIR_ENV)
-    candidates = [override] if override else [os.path.expandvars(d) for d in LOCK_DIRS
-                                              if "$" not in os.path.expandvars(d)]
-    problems = []
-    for candidate in candidates:
-        path = Path(candidate)
-        shared = not override and not candidate.startswith(os.environ.get("XDG_RUNTIME_DIR") or "\0")
-        try:
-            if not path.is_dir():
-                path.mkdir(mode=0o700, parents=bool(override))
-                if shared:
-                    os.chmod(path, 0o1777)  # every user's runs share it; sticky like /run/lock
-            if path.is_symlink() or not os.access(path, os.W_OK | os.X_OK):
-                raise PermissionError(f"{path} is not writable")
-            return path
-        except OSError as exc:
-            problems.append(f"{path}: {exc.strerror or exc}")
-    raise RunRefused(f"no usable lock directory ({'; '.join(problems)}); nothing was run",
-                     fix=f"make /run/lock writable or set ${LOCK_DIR_ENV} to a directory every run on this host shares")
-
-
-def lock_key(inventory: str | os.PathLike[str]) -> str:
-    """The cluster lock's key: a hash of the inventory's real path (symlinks and relative spellings resolved)."""
-    real = os.path.realpath(os.path.expanduser(os.fspath(inventory)))
-    return hashlib.sha256(real.encode()).hexdigest()[:32]
-
-
-def lock_path(inventory: str | os.PathLike[str]) -> Path:
-    """The lock file for the cluster of ``inventory`` (in :func:`lock_dir`, which it creates)."""
-    return lock_dir() / f"inventory-{lock_key(inventory)}.lock"
 
 
 def takes_lock(book: Runbook) -> bool:
@@ -371,125 +323,42 @@ def takes_lock(book: Runbook) -> bool:
     return bool(meta.get("locks", False))
 
 
-def refusal(path: Path, current: str, what: str) -> str:
-    """The message of a run refused because ``current`` (the holder's line) holds the lock at ``path``. Pure."""
-    return f"another destructive run holds {what} ({path}): {current or 'unknown holder'}; nothing was run"
-
-
-@dataclasses.dataclass
-class LockHandle:
-    """A held cluster lock (flock on ``path``); a context manager. ``fd`` is -1 once released or when not owned."""
-
-    path: Path
-    fd: int
-    holder: str
-
-    def release(self, *, clear: bool = True) -> None:
-        """Release it (idempotent). ``clear``: empty the holder line first.
-
-        Closes the descriptor, never LOCK_UN: a run's watchdog holds a
-        duplicate, and the lock stays held until it too has closed it.
-        """
-        if self.fd < 0:
-            return
-        fd, self.fd = self.fd, -1
-        try:
-            if clear:
-                os.ftruncate(fd, 0)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> LockHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _acquire(path: Path, holder: str, what: str) -> LockHandle:
-    """Take ``path`` (flock, not blocking) and write ``holder`` into it; RunRefused names the current holder."""
-    fd = _open_lock_file(path)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            current = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-            raise RunRefused(refusal(path, current, what),
-                             fix="wait for it to finish (or check that its process is gone) and run again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode() + b"\n", 0)
-    except BaseException:
-        os.close(fd)
-        raise
-    return LockHandle(path, fd, holder)
-
-
-def _open_lock_file(path: Path) -> int:
-    """Open (or create, mode 0666 so other users' runs can take it) a lock file; no symlinks followed.
-
-    An existing file is opened without O_CREAT: fs.protected_regular refuses
-    O_CREAT on another user's file in a sticky directory such as /run/lock.
-    """
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _ in range(3):
-        try:
-            return os.open(path, flags)
-        except FileNotFoundError:
-            pass
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        try:
-            os.fchmod(fd, 0o666)
-        except OSError:
-            pass
-        return fd
-    return os.open(path, flags)
-
-
-def hold_cluster_lock(inventory: str | os.PathLike[str], holder: str) -> LockHandle:
-    """Take the cluster lock of ``inventory`` for an interactive session (e.g. a notebook's confirmation gate).
-
-    The same lock ``runbooks run`` takes: keyed by the inventory's real path,
-    in :func:`lock_dir`. Returns a handle (``with`` it, or call ``release()``;
-    it is also released when the process ends). ``holder`` is the line others
-    are refused with: say who and what, e.g. ``"pid 123 runbook add-worker
-    since 20260101T000000Z output JupyterLab"``. In the kernel of a run whose
-    runner already holds this lock it returns a handle that owns nothing.
-    Raises RunRefused naming the current holder. Side effects: the lock
-    directory and file.
-    """
-    path = lock_path(inventory)
-    if os.environ.get(HELD_LOCK_ENV) == str(path):
-        return LockHandle(path, -1, holder)
-    real = os.path.realpath(os.path.expanduser(os.fspath(inventory)))
-    return _acquire(path, f"{holder} inventory {real}", f"the lock of inventory {real}")
-
-
-@contextmanager
-def cluster_lock(cluster_dir: Path, holder: str) -> Iterator[Path]:
-    """Hold ``cluster_dir/.lock`` (flock, not blocking): the lock of a runbook without an ``inventory``.
-
-    Raises RunRefused naming the current holder when another run has it.
-    Side effect: creates the directory and the lock file (left in place).
-    """
-    cluster_dir.mkdir(parents=True, exist_ok=True)
-    with _acquire(cluster_dir / ".lock", holder, "the lock of this runs folder") as handle:
-        yield handle.path
-
-
-def _run_lock(book: Runbook, values: object, cluster_dir: Path, holder: str) -> LockHandle | None:
+def _run_lock(book: Runbook, values: object, cluster_dir: Path, holder: str) -> cluster_lock.LockHandle | None:
     """The lock a run of ``book`` holds: its inventory's cluster lock, else (no inventory) ``cluster_dir/.lock``."""
     cluster_dir.mkdir(parents=True, exist_ok=True)
     if not takes_lock(book):
         return None
     inventory = getattr(values, "inventory", None)
     if inventory is not None and str(inventory) not in ("", "."):
-        return hold_cluster_lock(inventory, holder)
-    return _acquire(cluster_dir / ".lock", holder, "the lock of this runs folder")
+        return cluster_lock.hold(inventory, holder)
+    return cluster_lock.acquire(cluster_dir / ".lock", holder, "the lock of this runs folder")
+
+
+# --------------------------------------------------------------------------- cleanup
+
+# Runbooks that undo what a dead run of theirs left behind: name -> "module:function(values) -> lines".
+CLEANUPS = {"failover-test": "runbooks_lib.failover_cleanup:cleanup"}
+
+
+def cleanup(book: Runbook, files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None,
+            *, cwd: Path | None = None) -> list[str]:
+    """``runbooks run NAME --cleanup``: undo the leftovers of an earlier run of ``book``, under the cluster lock.
+
+    Validates the parameters as a run does; returns what was undone. Raises
+    BadParameters for a runbook that starts nothing it must stop, RunRefused
+    when another run holds the lock, RunbookError naming what could not be
+    undone. Side effects: whatever undoing the leftovers takes (see the
+    runbook's cleanup module).
+    """
+    target = CLEANUPS.get(book.name)
+    if target is None:
+        raise errors.BadParameters(f"{book.name} starts nothing it must stop afterwards: it has no --cleanup",
+                                   fix=f"--cleanup is for {', '.join(sorted(CLEANUPS))}")
+    values, _ = resolve_parameters(book, files, overrides, cwd=cwd)
+    module, function = target.split(":")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with cluster_lock.hold(values.inventory, f"pid {os.getpid()} runbook {book.name} --cleanup since {stamp}"):
+        return list(getattr(importlib.import_module(module), function)(values))
 
 
 # --------------------------------------------------------------------------- running
@@ -569,7 +438,7 @@ def run(
     lock = _run_lock(book, values, cluster_dir, holder)
     error: tuple[str, str] | None = None
     guard = run_lifetime.RunGuard(lock_fds=[lock.fd] if lock and lock.fd >= 0 else [],
-                                  extra_env={HELD_LOCK_ENV: str(lock.path)} if lock else None)
+                                  extra_env={cluster_lock.HELD_LOCK_ENV: str(lock.path)} if lock else None)
     try:
         with guard, _kernel_env(output):
             failure = guard.execute(lambda: papermill.execute_notebook(
@@ -663,6 +532,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         book = find(args.name, Path(args.notebooks_dir) if args.notebooks_dir else None)
         overrides = {key: parse_value(value) for key, value in args.param}
+        if args.cleanup:
+            for line in cleanup(book, files=args.file, overrides=overrides):
+                print(line)
+            return EXIT_OK
         result = run(book, files=args.file, overrides=overrides, html=args.html, cell_timeout=args.cell_timeout,
                      progress_bar=not args.no_progress, runs=Path(args.runs_dir) if args.runs_dir else None)
     except (errors.BadParameters, RunRefused) as exc:
@@ -705,4 +578,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "that runs a playbook gets at least playbook_timeout_s plus 600)")
     p.add_argument("--runs-dir", default=None, help="where run records go (default: $RUNBOOKS_RUNS_DIR or runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. under cron)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="do not run: undo what an earlier run that died before its teardown left behind "
+                        f"({', '.join(sorted(CLEANUPS))}), under the cluster lock")
     p.set_defaults(func=_run)

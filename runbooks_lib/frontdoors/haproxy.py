@@ -173,6 +173,11 @@ class HaproxyFrontDoor:
         """True while the HAProxy started by :meth:`setup` runs."""
         return self._proc is not None and self._proc.running
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the HAProxy started by :meth:`setup` (its process group), None when not started."""
+        return self._proc.pid if self._proc is not None else None
+
     def stat(self) -> list[dict[str, str]]:
         """``show stat`` rows of the backend's servers (pxname, svname, status, check_status...)."""
         rows = show_stat(self.stats_socket)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 
 from runbooks_lib.errors import BadParameters, CommandFailed, HostUnreachable, PreconditionFailed, RunbookError
@@ -178,8 +179,23 @@ vrrp_instance runbooks_vip {{
             write_file(node.runner, NOTIFY, _NOTIFY_SCRIPT, mode="0755")
             write_file(node.runner, CONF, self.config_for(node, iface), mode="0644")
         for node in self.nodes:
-            node.runner.run(["systemctl", "restart", "keepalived"], timeout=30)
+            self._restart(node)
         self.wait_single_holder(self.timeout)
+
+    def _restart(self, node: VrrpNode) -> None:
+        """``systemctl restart keepalived``, tried twice a second apart (a restart right after a stop can
+        fail while the old instance lets go of its sockets); CommandFailed carries keepalived's journal."""
+        for attempt in range(2):
+            res = node.runner.run(["systemctl", "restart", "keepalived"], timeout=30, check=False)
+            if res.exited == 0:
+                return
+            if attempt == 0:
+                time.sleep(1.0)
+        journal = node.runner.run(["journalctl", "-u", "keepalived", "-n", "20", "--no-pager"], timeout=15,
+                                  check=False).stdout
+        raise CommandFailed(f"keepalived did not start on {node.name}", host=node.name,
+                            command="systemctl restart keepalived", exit_code=res.exited,
+                            stderr=f"{res.stderr}\n{journal}", fix="read keepalived's journal above")
 
     def teardown(self) -> None:
         """Stop keepalived and remove the configuration, notify script and VIP on every node.

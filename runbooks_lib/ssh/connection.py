@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import os
+import shlex
 import socket
 import threading
 import time
@@ -144,6 +146,36 @@ class _Watchdog:
 # Beyond the command timeout, how long the watchdog leaves fabric's own timeout to act.
 _WATCHDOG_GRACE = 1.0
 
+# Beyond the command timeout, how long a command may go on on its machine before coreutils
+# `timeout` ends it there; the local timeout fires well before and reports the failure.
+_REMOTE_GRACE = 30
+_REMOTE_KILL_AFTER = 10
+_SUDO = ["sudo", "-n", "--"]  # the prefix ssh.run gives privileged commands
+
+
+def remote_bounded(argv: list[str], timeout: float) -> str:
+    """The remote command line for ``argv``: ``timeout --kill-after=10 <ceil(timeout) + 30> <argv...>``.
+
+    A command whose caller is gone (the local run died, the connection was
+    dropped after a timeout) would otherwise go on on its machine forever.
+    coreutils ``timeout`` puts itself and the command in their own process
+    group and, once the bound has passed, sends SIGTERM to that whole group
+    (what the command started too), then SIGKILL 10 s later
+    (``--kill-after``). The bound leaves the local timeout 30 s to fire
+    first. With a ``sudo -n --`` prefix, ``timeout`` runs inside sudo (as
+    root): sudo makes itself root so that its unprivileged user cannot
+    signal it, and a ``timeout`` outside it could not end the command.
+    Raises BadParameters for a timeout that is not a finite positive number.
+    """
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise BadParameters(
+            f"command timeout must be a finite number of seconds above 0, got {timeout!r}",
+            fix="pass timeout=SECONDS, e.g. timeout=60",
+        )
+    bound = ["timeout", f"--kill-after={_REMOTE_KILL_AFTER}", str(math.ceil(timeout) + _REMOTE_GRACE)]
+    sudo = _SUDO if list(argv[:len(_SUDO)]) == _SUDO else []
+    return shlex.join([*sudo, *bound, *argv[len(sudo):]])
+
 
 class Connection(BaseConnection):
     """An SSH connection to one :class:`Host`, built on :class:`fabric.Connection`, opened lazily.
@@ -155,6 +187,8 @@ class Connection(BaseConnection):
     ~/.ssh keys); without one, the agent and the default keys are tried.
     Privileged commands get ``sudo -n --`` in their argv (see :func:`run`)
     rather than fabric's ``sudo``, which would wait for a password prompt.
+    Every command runs under coreutils ``timeout`` (see :func:`remote_bounded`),
+    so one left behind by its caller ends by itself on its machine.
     Raises BadParameters when no known_hosts file is given.
     """
 
@@ -325,6 +359,7 @@ class Connection(BaseConnection):
     def execute(
         self, argv: list[str], command: str, *, timeout: float, input: bytes | None
     ) -> tuple[int, str, str]:
+        remote = remote_bounded(argv, timeout)  # `command` (without the wrapper) is what errors show
         conn = self._open()
         # Opening a session runs the login machinery (PAM, logind) and can take seconds on a
         # busy machine: it is bounded by the command's timeout, not the connect timeout.
@@ -336,7 +371,7 @@ class Connection(BaseConnection):
         with _Watchdog(conn.client, timeout + _WATCHDOG_GRACE) as watchdog:
             try:
                 result = conn.run(
-                    command,
+                    remote,
                     hide=True,
                     warn=True,
                     pty=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import threading
 import time
@@ -153,3 +154,17 @@ def test_host_frozen_mid_command_hits_the_command_timeout(running_lab) -> None:
         lab.poweron(VICTIM)
     with ssh.Connection(hosts(lab)[VICTIM], connect_timeout=5) as again:
         assert ssh.run(again, ["true"], timeout=20).ok  # thawed, same machine
+
+
+def test_remote_command_runs_under_coreutils_timeout_in_its_own_process_group(running_lab) -> None:
+    # The command's parent on the machine is `timeout`, bounding it there at ceil(5) + 30 s,
+    # and the command runs in timeout's process group, which timeout signals as a whole.
+    script = "echo $PPID; cut -d' ' -f5 /proc/$$/stat; cat /proc/$PPID/cmdline | tr '\\0' ' '"
+    argv = ["sh", "-c", script]
+    with ssh.Connection(hosts(running_lab)["node1"], connect_timeout=5) as conn:
+        result = ssh.run(conn, argv, timeout=5)
+    parent, group, cmdline = result.stdout.splitlines()
+    assert cmdline.startswith("timeout --kill-after=10 35 sh -c ")
+    assert cmdline.split() == ["timeout", "--kill-after=10", "35", "sh", "-c", *script.split()]
+    assert group == parent  # timeout leads the process group the command is in
+    assert result.command == shlex.join(argv)  # what errors and results show: the command, not the wrapper

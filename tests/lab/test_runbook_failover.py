@@ -7,21 +7,27 @@ summary must show the naive DNS lane's failed-or-stuck share near the dead node'
 no failed request on the fallback and HAProxy lanes, the VIP moving within a few advert intervals,
 NotReady about the node monitor grace period after the fault, and a teardown that left nothing behind
 (checked again here on the machines). A second, short run whose injection command fails must stop with
-a clear error and still tear down. The lab-wide snapshot is restored afterwards (``restored_cluster``).
+a clear error and still tear down. A third is killed (SIGTERM to ``runbooks run``) while its node is
+faulted: its ledger lists the fault, keepalived and HAProxy, and ``--cleanup`` undoes them. The lab-wide snapshot is restored afterwards (``restored_cluster``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from runbooks_lib import runner
+from runbooks_lib import failover_cleanup, runner
 from runbooks_lib.frontdoors.keepalived import CONF, MARKER
 from tests.lab.cluster_fixtures import APP_HOST, LabCluster
+from tests.waiting import wait_until
 
 # The first lab test of a session also waits for the session's install (several minutes on a busy machine).
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -30,6 +36,7 @@ ADVERT = 0.2
 GRACE = 40.0  # node_monitor_grace_period in the lab's Kubespray defaults
 K8S_NODES = ("node1", "node2", "node3", "node4")
 CELL_TIMEOUT = 400.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _params(c: LabCluster, path: Path, **extra: object) -> Path:
@@ -153,3 +160,59 @@ def test_a_fault_that_never_happens_stops_the_drill_and_still_tears_down(kubespr
     assert steps["remove keepalived"] == "ok" and steps["stop HAProxy"] == "ok"
     assert steps["check nothing is left"] == "ok" and s["left_behind"] == {}
     _assert_nothing_left(c, str(c.lab.config.network.network_address + 100))
+
+
+def test_a_drill_killed_while_its_node_is_faulted_is_undone_by_cleanup(kubespray_cluster: LabCluster,
+                                                                      tmp_path: Path) -> None:
+    """The "fault" is a flag file the fault command writes (then it sleeps); power-on removes it."""
+    c = kubespray_cluster
+    flag = tmp_path / "faulted"
+    params = _params(c, tmp_path / "failover.yaml", fault_injector="command",
+                     fault_command=["sh", "-c", f"echo {{node}} > {flag}; exec sleep 28.7"],
+                     power_on_command=["rm", "-f", str(flag)],
+                     strategies=["dns-fallback", "keepalived-vip", "haproxy"], recommended="haproxy",
+                     before_s=1.0, after_s=1.0, warmup_s=0.0)
+    vip = str(c.lab.config.network.network_address + 100)
+    cli = [sys.executable, "-m", "runbooks_lib.cli", "run", "failover-test", "-f", str(params), "--no-progress"]
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*cli, "--runs-dir", str(tmp_path / "runs"), "--cell-timeout", str(CELL_TIMEOUT)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def faulted() -> tuple[bool, str]:
+            if proc.poll() is not None:
+                journals = "\n".join(c.lab.ssh(n, ["journalctl", "-u", "keepalived", "-n", "15", "--no-pager"],
+                                                check=False).stdout for n in K8S_NODES)
+                raise AssertionError(f"the drill ended ({proc.returncode}) before its fault:\n{log.read_text()}\n"
+                                     f"{journals}")
+            return flag.exists(), "no fault yet"
+
+        wait_until(faulted, 300, "the drill to fault its node", 0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    # The run is gone with its children (the fault command's sleep too); what it set up on the nodes is not.
+    assert not [p for p in Path("/proc").glob("[0-9]*") if (p / "cmdline").exists()
+                and (p / "cmdline").read_bytes() == b"sleep\x0028.7\x00"]
+    ledger = failover_cleanup.ledger(c.hosts)
+    listed = {e.kind: e for e in ledger.entries()}
+    assert set(listed) == {"fault", "keepalived", "haproxy"}, listed
+    fault_node = flag.read_text().strip()
+    assert listed["fault"].target == fault_node and listed["fault"].detail["injector"] == "command"
+    assert any(c.lab.ssh(n, ["systemctl", "is-active", "keepalived"], check=False).stdout.strip() == "active"
+               for n in K8S_NODES)
+
+    done = subprocess.run([*cli, "--cleanup"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[:3] == [
+        f"undid fault on {fault_node}: hard fault restored (command), node Ready",
+        f"undid keepalived on {vip}: keepalived stopped, its configuration and VIP {vip} removed on "
+        + ", ".join(n for n, _ in listed["keepalived"].detail["nodes"]),
+        f"undid haproxy on {listed['haproxy'].target}: already gone"], done.stdout
+    assert not flag.exists() and not ledger.path.exists()
+    _assert_nothing_left(c, vip)
+    again = subprocess.run([*cli, "--cleanup"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to undo" in again.stdout, again.stdout + again.stderr

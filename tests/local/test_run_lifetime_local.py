@@ -1,11 +1,14 @@
 """A real ``runbooks run`` of a tiny destructive runbook, killed while its command runs.
 
-The runbook's one cell starts ``setsid sleep 312`` from the kernel and runs
-``sh -c "setsid sleep 313 & exec sleep 311"`` through ``local.run``: a
-command, a kernel child in its own session and a grandchild that called
-setsid (as Ansible's workers do). After SIGTERM, SIGHUP or SIGKILL to the
-``runbooks run`` process, none of them may survive, and the cluster lock
-(keyed by the inventory's real path) must stay held until they are gone.
+The runbook's one cell starts ``setsid sleep 312`` from the kernel and runs a
+real ``ansible-playbook`` (the venv's, against localhost over the local
+connection) through ``local.run``; the playbook's one task is ``command: sleep
+311``. The run is killed while that task runs: ansible-playbook's worker has
+called setsid, so the module and its ``sleep 311`` are outside the session
+``local.run`` started. After SIGTERM, SIGHUP or SIGKILL to the ``runbooks run``
+process, none of them (ansible-playbook, its worker, the module, the sleeps) may
+survive, and the cluster lock (keyed by the inventory's real path) must stay
+held until they are gone.
 A second run on the same inventory, from another runs folder under another
 cluster name and another spelling of the path, is refused naming the holder.
 
@@ -27,32 +30,55 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runbooks_lib import runner
+from runbooks_lib import cluster_lock
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.local, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")]
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "RUNBOOKS_TEST_RUN_MARK"
-SLEEPS = ("sleep 311", "sleep 312", "sleep 313")
-STARTUP_S = 30  # kernel start and the cell reaching its command
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+TASK_SLEEP = "sleep 311"  # the playbook's task
+KERNEL_SLEEP = "sleep 312"  # the kernel's own child
+STARTUP_S = 60  # kernel start, ansible-playbook start and its task reaching the command
 CLEANUP_S = 30  # the bound on everything of a run being gone after the signal
+
+PLAYBOOK = f"""- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Sleep
+      ansible.builtin.command: {TASK_SLEEP}
+"""
 
 CELL = """import subprocess
 from runbooks_lib import local
 subprocess.Popen(["setsid", "sleep", "312"])  # a kernel child in its own session
-local.run(["sh", "-c", "setsid sleep 313 & exec sleep 311"], timeout=600)
+local.run({command!r}, cwd={cwd!r}, env={env!r}, timeout=600)
 """
 
 
-def _notebook(directory: Path) -> None:
+def _cell(base: Path) -> str:
+    """The cell that runs the sleeping playbook: its file and Ansible's temp dirs are under ``base``."""
+    playbook = base / "playbook" / "sleep.yml"
+    playbook.parent.mkdir(parents=True)
+    playbook.write_text(PLAYBOOK)
+    home = base / "ansible"
+    env = {"ANSIBLE_HOME": home, "ANSIBLE_LOCAL_TEMP": home / "local-tmp", "ANSIBLE_REMOTE_TEMP": home / "remote-tmp",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+    command = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local",
+               "-e", f"ansible_python_interpreter={sys.executable}", playbook]
+    return CELL.format(command=[str(part) for part in command], cwd=str(playbook.parent),
+                       env={key: str(value) for key, value in env.items()})
+
+
+def _notebook(directory: Path, cell: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["runbook"] = {"description": "Sleeps (a test runbook)", "destructive": True}
     params = nbformat.v4.new_code_cell('cluster_name: str = "unit"  # which cluster\n'
                                        'inventory: Path = ""  # the inventory file\n')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_code_cell("from pathlib import Path"), params, nbformat.v4.new_code_cell(CELL)]
+    nb.cells = [nbformat.v4.new_code_cell("from pathlib import Path"), params, nbformat.v4.new_code_cell(cell)]
     directory.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, directory / "10-sleepy.ipynb")
 
@@ -94,6 +120,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _session(pid: int) -> int:
+    """The session id of ``pid`` (/proc/PID/stat: state, ppid, pgrp, session)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[3])
+
+
 def _kill_marked(marker: str) -> None:
     for pid in _marked(marker):
         try:
@@ -103,11 +134,14 @@ def _kill_marked(marker: str) -> None:
 
 
 class Site:
-    """One tmp directory: the runbook, an inventory (and a symlink to it), runs folders, a private lock dir."""
+    """One tmp directory: the runbook and its playbook, an inventory (and a symlink to it), runs folders,
+    a private lock dir."""
 
     def __init__(self, base: Path) -> None:
+        if not ANSIBLE_PLAYBOOK.is_file():
+            pytest.fail(f"{ANSIBLE_PLAYBOOK} missing: install ansible-core into the venv")
         self.base = base
-        _notebook(base / "notebooks")
+        _notebook(base / "notebooks", _cell(base))
         (base / "clusters" / "prod").mkdir(parents=True)
         self.inventory = base / "clusters" / "prod" / "hosts.yaml"
         self.inventory.write_text("all: {}\n")
@@ -118,8 +152,8 @@ class Site:
         self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
 
     def lock_file(self) -> Path:
-        """The inventory's lock file (what runner.lock_path gives with this site's lock directory)."""
-        return self.locks / f"inventory-{runner.lock_key(self.inventory)}.lock"
+        """The inventory's lock file (what cluster_lock.lock_path gives with this site's lock directory)."""
+        return self.locks / f"inventory-{cluster_lock.lock_key(self.inventory)}.lock"
 
     def command(self, runs: str, cluster: str, inventory: Path) -> list[str]:
         return [sys.executable, "-m", "runbooks_lib.cli", "run", "sleepy",
@@ -128,9 +162,9 @@ class Site:
                 "--cell-timeout", "120"]
 
     def env(self, marker: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RUNBOOKS_RUN_ID", runner.HELD_LOCK_ENV, "RUNBOOKS_NOTEBOOKS_DIR", "RUNBOOKS_RUNS_DIR")}
-        return {**env, MARK: marker, runner.LOCK_DIR_ENV: str(self.locks), "PYTHONPATH": str(ROOT)}
+        dropped = ("RUNBOOKS_RUN_ID", cluster_lock.HELD_LOCK_ENV, "RUNBOOKS_NOTEBOOKS_DIR", "RUNBOOKS_RUNS_DIR")
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
+        return {**env, MARK: marker, cluster_lock.LOCK_DIR_ENV: str(self.locks), "PYTHONPATH": str(ROOT)}
 
     def start(self, runs: str = "runs-a", cluster: str = "alpha") -> tuple[subprocess.Popen[bytes], str]:
         marker = uuid.uuid4().hex
@@ -144,10 +178,10 @@ class Site:
             if proc.poll() is not None:
                 raise AssertionError(f"runbooks run exited {proc.returncode}:\n{log.read_text()}")
             commands = set(_marked(marker).values())
-            missing = [s for s in SLEEPS if s not in commands]
+            missing = [s for s in (TASK_SLEEP, KERNEL_SLEEP) if s not in commands]
             return not missing, f"not yet running: {', '.join(missing)}"
 
-        wait_until(running, STARTUP_S, "the runbook's commands to run", 0.2)
+        wait_until(running, STARTUP_S, "the playbook's task and the kernel's child to run", 0.2)
         return proc, marker
 
     def log(self, marker: str) -> str:
@@ -178,6 +212,11 @@ def test_a_killed_run_leaves_no_process_and_holds_the_lock_until_they_are_gone(s
     assert lock.exists() and not _lock_free(lock), "a destructive run holds the inventory's lock"
     assert f"pid {proc.pid} runbook sleepy" in lock.read_text()
     children = {pid: cmd for pid, cmd in _marked(marker).items() if pid != proc.pid}
+    ansible = {pid for pid, cmd in children.items() if "ansible-playbook" in cmd}
+    task = next(pid for pid, cmd in children.items() if cmd == TASK_SLEEP)
+    assert len(ansible) >= 2, f"ansible-playbook and its worker: {children}"
+    assert _session(task) in ansible and len({_session(pid) for pid in ansible}) >= 2, \
+        f"the task runs in the session of ansible-playbook's worker, not of the command local.run started: {children}"
 
     proc.send_signal(sig)
 

@@ -311,3 +311,31 @@ def test_haproxy_errors_are_product_errors_not_lab_errors(tmp_path):
         door.setup()
     assert not isinstance(info.value, LabError)
     assert "99999" in str(info.value)  # haproxy's own complaint is in the message
+
+
+class FlakyRestartNode(FakeNode):
+    """``systemctl restart keepalived`` fails ``failures`` times, then works; the journal says why."""
+
+    def __init__(self, *args, failures: int, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.failures = failures
+
+    def run(self, argv, timeout, check=True, input=None):
+        if list(argv) == ["systemctl", "restart", "keepalived"] and self.failures > 0:
+            self.failures -= 1
+            self.calls.append(list(argv))
+            return local.Result(tuple(argv), 1, "", "Job for keepalived.service failed", 0.0)
+        if list(argv)[:2] == ["journalctl", "-u"]:
+            self.calls.append(list(argv))
+            return local.Result(tuple(argv), 0, "Keepalived_vrrp: bind: address in use\n", "", 0.0)
+        return super().run(argv, timeout, check, input)
+
+
+def test_a_keepalived_restart_that_fails_once_is_retried_and_twice_names_the_journal():
+    n1 = FlakyRestartNode("node1", "10.213.7.11", holds_vip=True, failures=1)
+    _vip([n1, FakeNode("node2", "10.213.7.12")]).setup()
+    assert n1.calls.count(["systemctl", "restart", "keepalived"]) == 2
+    n1 = FlakyRestartNode("node1", "10.213.7.11", holds_vip=True, failures=2)
+    with pytest.raises(CommandFailed) as info:
+        _vip([n1, FakeNode("node2", "10.213.7.12")]).setup()
+    assert "keepalived did not start on node1" in str(info.value) and "address in use" in str(info.value)

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runbooks_lib import cli, run_lifetime, runner
+from runbooks_lib import cli, cluster_lock, errors, run_lifetime, runner
 from tests.waiting import wait_until
 
 LINUX_ONLY = pytest.mark.skipif(not run_lifetime.SUPPORTED, reason="needs Linux /proc and prctl")
@@ -25,8 +25,8 @@ LINUX_ONLY = pytest.mark.skipif(not run_lifetime.SUPPORTED, reason="needs Linux 
 @pytest.fixture
 def locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private lock directory (the shared /run/lock/runbooks stays untouched)."""
-    monkeypatch.setenv(runner.LOCK_DIR_ENV, str(tmp_path / "locks"))
-    monkeypatch.delenv(runner.HELD_LOCK_ENV, raising=False)
+    monkeypatch.setenv(cluster_lock.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.delenv(cluster_lock.HELD_LOCK_ENV, raising=False)
     return tmp_path / "locks"
 
 
@@ -42,41 +42,41 @@ def test_one_inventory_spelled_three_ways_has_one_key(tmp_path: Path, monkeypatc
     link.symlink_to(real.parent, target_is_directory=True)
     monkeypatch.chdir(tmp_path / "clusters")
     spellings = [real, link / "hosts.yaml", "prod/../prod/hosts.yaml", f"{tmp_path}/clusters/./prod/hosts.yaml"]
-    assert len({runner.lock_key(s) for s in spellings}) == 1
+    assert len({cluster_lock.lock_key(s) for s in spellings}) == 1
 
 
 def test_different_inventories_have_different_keys(tmp_path: Path) -> None:
     a, b = tmp_path / "a" / "hosts.yaml", tmp_path / "b" / "hosts.yaml"
-    assert runner.lock_key(a) != runner.lock_key(b)
-    assert len(runner.lock_key(a)) == 32
+    assert cluster_lock.lock_key(a) != cluster_lock.lock_key(b)
+    assert len(cluster_lock.lock_key(a)) == 32
 
 
 def test_lock_path_is_in_the_lock_directory_named_by_the_key(locks: Path, tmp_path: Path) -> None:
-    path = runner.lock_path(tmp_path / "hosts.yaml")
-    assert path == locks / f"inventory-{runner.lock_key(tmp_path / 'hosts.yaml')}.lock"
+    path = cluster_lock.lock_path(tmp_path / "hosts.yaml")
+    assert path == locks / f"inventory-{cluster_lock.lock_key(tmp_path / 'hosts.yaml')}.lock"
     assert locks.is_dir()
 
 
 def test_lock_dir_falls_back_when_run_lock_is_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(runner.LOCK_DIR_ENV, raising=False)
+    monkeypatch.delenv(cluster_lock.LOCK_DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
     (tmp_path / "xdg").mkdir()
     missing_parent = tmp_path / "no-such-dir" / "runbooks"
-    monkeypatch.setattr(runner, "LOCK_DIRS", (str(missing_parent), "${XDG_RUNTIME_DIR}/runbooks-locks",
+    monkeypatch.setattr(cluster_lock, "LOCK_DIRS", (str(missing_parent), "${XDG_RUNTIME_DIR}/runbooks-locks",
                                               str(tmp_path / "tmp-locks")))
-    assert runner.lock_dir() == tmp_path / "xdg" / "runbooks-locks"
+    assert cluster_lock.lock_dir() == tmp_path / "xdg" / "runbooks-locks"
     assert (tmp_path / "xdg" / "runbooks-locks").stat().st_mode & 0o777 == 0o700  # per user
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    shared = runner.lock_dir()
+    shared = cluster_lock.lock_dir()
     assert shared == tmp_path / "tmp-locks"
     assert shared.stat().st_mode & 0o1777 == 0o1777  # every user's runs share it
 
 
 def test_lock_dir_refuses_when_nothing_is_usable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(runner.LOCK_DIR_ENV, raising=False)
-    monkeypatch.setattr(runner, "LOCK_DIRS", (str(tmp_path / "x" / "y"),))
-    with pytest.raises(runner.RunRefused, match="no usable lock directory"):
-        runner.lock_dir()
+    monkeypatch.delenv(cluster_lock.LOCK_DIR_ENV, raising=False)
+    monkeypatch.setattr(cluster_lock, "LOCK_DIRS", (str(tmp_path / "x" / "y"),))
+    with pytest.raises(errors.RunRefused, match="no usable lock directory"):
+        cluster_lock.lock_dir()
 
 
 # --------------------------------------------------------------------------- holding and refusing
@@ -85,32 +85,58 @@ def test_lock_dir_refuses_when_nothing_is_usable(tmp_path: Path, monkeypatch: py
 def test_second_holder_is_refused_naming_runbook_pid_start_and_output(locks: Path, tmp_path: Path) -> None:
     inventory = tmp_path / "hosts.yaml"
     holder = "pid 4242 runbook add-worker since 20260101T000000Z output /srv/a/runs/prod/x-add-worker.ipynb"
-    with runner.hold_cluster_lock(inventory, holder) as held:
+    with cluster_lock.hold(inventory, holder) as held:
         assert held.path.read_text() == f"{holder} inventory {os.path.realpath(inventory)}\n"
-        with pytest.raises(runner.RunRefused) as info:
-            runner.hold_cluster_lock(tmp_path / "." / "hosts.yaml", "pid 1 runbook other")
+        with pytest.raises(errors.RunRefused) as info:
+            cluster_lock.hold(tmp_path / "." / "hosts.yaml", "pid 1 runbook other")
         message = str(info.value)
         for part in ("another destructive run holds", "runbook add-worker", "pid 4242",
                      "since 20260101T000000Z", "output /srv/a/runs/prod/x-add-worker.ipynb", str(held.path)):
             assert part in message
     assert held.path.read_text() == ""  # released and emptied
-    with runner.hold_cluster_lock(inventory, "pid 2 runbook again"):
+    with cluster_lock.hold(inventory, "pid 2 runbook again"):
         pass
 
 
 def test_refusal_message_without_a_holder_line() -> None:
-    assert "unknown holder" in runner.refusal(Path("/run/lock/runbooks/x.lock"), "", "the lock of inventory /i")
+    assert "unknown holder" in cluster_lock.refusal(Path("/run/lock/runbooks/x.lock"), "", "the lock of inventory /i")
 
 
 def test_the_kernel_of_a_run_holding_the_lock_does_not_take_it_again(locks: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     inventory = tmp_path / "hosts.yaml"
-    with runner.hold_cluster_lock(inventory, "pid 1 runbook outer") as outer:
-        monkeypatch.setenv(runner.HELD_LOCK_ENV, str(outer.path))
-        inner = runner.hold_cluster_lock(inventory, "pid 2 runbook inner")
+    with cluster_lock.hold(inventory, "pid 1 runbook outer") as outer:
+        monkeypatch.setenv(cluster_lock.HELD_LOCK_ENV, str(outer.path))
+        inner = cluster_lock.hold(inventory, "pid 2 runbook inner")
         assert inner.fd == -1
         inner.release()
         assert "runbook outer" in outer.path.read_text()
+
+
+def test_a_gate_holds_the_lock_until_its_process_ends_and_a_second_gate_is_refused(locks: Path, tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.yaml"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from runbooks_lib import cluster_lock
+        cluster_lock.hold_for_session({str(inventory)!r}, "runbook remove-worker")
+        cluster_lock.hold_for_session({str(inventory)!r}, "runbook remove-worker")  # the gate cell run again
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    env = {**os.environ, cluster_lock.LOCK_DIR_ENV: str(locks)}
+    env.pop(cluster_lock.HELD_LOCK_ENV, None)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=env, cwd=Path(__file__).resolve().parents[2], text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(errors.RunRefused) as info:
+            cluster_lock.hold_for_session(inventory, "runbook add-worker")
+        assert f"pid {proc.pid} runbook remove-worker since " in str(info.value)
+        assert "interactive" in str(info.value)
+    finally:
+        proc.communicate("", timeout=30)
+    with cluster_lock.hold(inventory, "pid 3 runbook after") as after:  # the kernel ended: free again
+        assert after.fd >= 0
 
 
 def _book(directory: Path, stem: str, *, destructive: bool = False, locks: bool | None = None) -> runner.Runbook:
@@ -142,7 +168,7 @@ def test_run_is_refused_by_the_inventory_lock_from_another_runs_folder(
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text("all: {}\n")
     holder = "pid 777 runbook install-cluster since 20260101T000000Z output /elsewhere/runs/a/x.ipynb"
-    with runner.hold_cluster_lock(inventory, holder):
+    with cluster_lock.hold(inventory, holder):
         rc = cli.main(["run", "wipe", "--notebooks-dir", str(tmp_path / "nb"), "--runs-dir", str(tmp_path / "runs"),
                        "-p", "cluster_name", "other-name", "-p", "inventory", str(tmp_path / "." / "hosts.yaml"),
                        "--no-progress"])

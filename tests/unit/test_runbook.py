@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from IPython.core.error import StdinNotImplementedError
 
-from runbooks_lib import errors, runbook
+from runbooks_lib import cluster_lock, errors, runbook
 
 # --------------------------------------------------------------------------- confirm
 
@@ -234,3 +234,36 @@ def test_line_redactor_hides_multiline_key_blocks() -> None:
 def test_redact_truncated_key() -> None:
     out = runbook.redact("-----BEGIN EC " "PRIVATE KEY-----\nMHcCAQEEIsecret")
     assert "MHcCAQEEIsecret" not in out
+
+
+def test_a_confirmed_gate_holds_the_cluster_lock_and_a_dry_run_does_not(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cluster_lock.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.delenv(cluster_lock.HELD_LOCK_ENV, raising=False)
+    monkeypatch.setattr(cluster_lock, "_SESSION", {})
+    inventory = tmp_path / "hosts.yaml"
+    assert runbook.confirm("wipe", cluster="c", dry_run=True, lock=inventory, say=lambda _: None) is False
+    with cluster_lock.hold(inventory, "pid 1 probe"):
+        pass  # free after a dry run
+    assert runbook.confirm("wipe", cluster="c", dry_run=False, confirm="c", lock=inventory, say=lambda _: None)
+    with pytest.raises(errors.RunRefused, match="gate: wipe"):
+        cluster_lock.hold(inventory, "pid 2 another run")
+    # Without an inventory there is nothing to lock; another cluster's lock is unaffected.
+    assert runbook.confirm("wipe", cluster="c", dry_run=False, confirm="c", lock=Path(""), say=lambda _: None)
+    with cluster_lock.hold(tmp_path / "other.yaml", "pid 3 elsewhere"):
+        pass
+    for handle in cluster_lock._SESSION.values():
+        handle.release()
+
+
+def test_a_gate_whose_cluster_is_locked_is_refused_before_saying_confirmed(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cluster_lock.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.delenv(cluster_lock.HELD_LOCK_ENV, raising=False)
+    monkeypatch.setattr(cluster_lock, "_SESSION", {})
+    said: list[str] = []
+    inventory = tmp_path / "hosts.yaml"
+    with cluster_lock.hold(inventory, "pid 9 runbook add-worker"):
+        with pytest.raises(errors.RunRefused, match="pid 9 runbook add-worker"):
+            runbook.confirm("wipe", cluster="c", dry_run=False, ask=lambda _: "c", lock=inventory, say=said.append)
+    assert said == []

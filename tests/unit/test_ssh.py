@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib import errors, inventory, ssh, testing
+from runbooks_lib.ssh.connection import remote_bounded
 from tests.waiting import wait_until
 
 
@@ -117,6 +118,34 @@ def test_inventory_host_and_ssh_host_agree_on_the_address(hostvars: dict, expect
 def test_connection_requires_known_hosts() -> None:
     with pytest.raises(errors.BadParameters, match="known_hosts"):
         ssh.Connection(ssh.Host("n", "127.0.0.1"))
+
+
+def test_remote_commands_are_bounded_by_coreutils_timeout_outside_sudo() -> None:
+    assert remote_bounded(["systemctl", "is-active", "etcd"], 10) == (
+        "timeout --kill-after=10 40 systemctl is-active etcd"
+    )
+    assert remote_bounded(["sudo", "-n", "--", "swapoff", "-a"], 20) == (
+        "sudo -n -- timeout --kill-after=10 50 swapoff -a"
+    )  # inside sudo: a timeout run by the SSH user could not signal the root command
+    # the bound is the local timeout rounded up, plus 30 s: the local timeout fires first
+    assert remote_bounded(["true"], 0.5) == "timeout --kill-after=10 31 true"
+    assert remote_bounded(["true"], 30) == "timeout --kill-after=10 60 true"
+    assert remote_bounded(["true"], 30.01) == "timeout --kill-after=10 61 true"
+    argv = ["sh", "-c", "echo \"it's $HOME\"; ls", "a b"]
+    line = remote_bounded(argv, 5)
+    assert line == "timeout --kill-after=10 35 sh -c 'echo \"it'\"'\"'s $HOME\"; ls' 'a b'"
+    assert shlex.split(line) == ["timeout", "--kill-after=10", "35", *argv]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan")])
+def test_remote_bound_refuses_a_timeout_that_is_not_a_finite_positive_number(tmp_path: Path, timeout: float) -> None:
+    with pytest.raises(errors.BadParameters, match="timeout"):
+        remote_bounded(["true"], timeout)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    conn = ssh.Connection(ssh.Host("n", "192.0.2.1", known_hosts=str(known_hosts)), connect_timeout=1)
+    with pytest.raises(errors.BadParameters, match="timeout"):  # before connecting: nothing answers there
+        ssh.run(conn, ["true"], timeout=timeout)
 
 
 # -- run_group ------------------------------------------------------------------------
