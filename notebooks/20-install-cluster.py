@@ -49,6 +49,7 @@
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -89,6 +90,7 @@ helm: bool = True  # helm_enabled in addons.yml
 upstream_dns_servers: list[str] = []  # upstream_dns_servers in group_vars/all/all.yml; empty: left as it is
 kube_resolv_conf: str = ""  # kubelet's resolvConf (kube_resolv_conf) in group_vars/all/all.yml; empty: left as it is
 fix_coredns: bool = True  # fix the CoreDNS CrashLoopBackOff (kubelet resolvConf -> systemd-resolved's upstream file)
+dns_settle_s: float = 15.0  # after the fix, the new DNS pods must run this long without a restart, seconds
 app_name: str = "sticky-session"  # the test app: Deployment, Service and Ingress of this name
 app_namespace: str = "default"  # namespace of the test app
 app_host: str = ""  # required: the app's host name (Ingress rule, DNS record)
@@ -346,6 +348,11 @@ if proceed:
 # the crash loop to show, and with `fix_coredns` points kubelet at `/run/systemd/resolve/resolv.conf`
 # (the real upstream servers), restarts kubelet and records `kube_resolv_conf` in the inventory's
 # group_vars, so the next cluster.yml (or scale.yml for a new worker) keeps the fix instead of undoing it.
+# A kubelet restart is not enough by itself: a pod's resolv.conf is written when its sandbox is created,
+# and a crash-looping container restarts in the same sandbox. So the DNS pods of the fixed nodes (and any
+# DNS pod still crash-looping) are deleted; their Deployment and DaemonSet create new pods, whose sandboxes
+# get the fixed file (the article rebooted the nodes, which recreates every sandbox). Then the new pods
+# must be Running and stay so: their restart counts may not grow over `dns_settle_s`.
 
 # %%
 # papermill_description=kube-system and the CoreDNS fix
@@ -357,6 +364,8 @@ if proceed:
         looping = [n for n, d in dns_state.items() if d.loops]
         display(pd.DataFrame([{"node": n, "kubelet resolvConf": d.resolv_conf, "nameservers": " ".join(d.nameservers),
                                "loops back": d.loops} for n, d in dns_state.items()]))
+        if not looping:
+            print("kubelet's resolvConf has upstream nameservers on every node: nothing to fix, nothing changed")
         if looping:
             def dns_crash() -> tuple[bool, str]:
                 found = [x for x in kube.pod_health(api, timeout=p.timeout_s) if x.crash_looping]
@@ -379,6 +388,9 @@ if proceed:
                 if change.changed:
                     nodes.restart(conns[n], "kubelet", sudo=sudo)
                 changes["dns_fix"].append(f"{n}: {change.detail}")
+            stuck = {x.node for x in kubelet_dns.dns_pods(api, timeout=p.timeout_s) if x.crash_looping}
+            recreated = kubelet_dns.recreate_dns_pods(api, sorted({*looping, *stuck}), timeout=p.timeout_s)
+            changes["dns_fix"].append(f"recreated {len(recreated)} DNS pods (new sandboxes): {', '.join(recreated)}")
             recorded = inventory_lib.group_vars.plan(inventory_dir, {"all/all.yml": {
                 "kube_resolv_conf": nodes.UPSTREAM_RESOLV_CONF}})
             inventory_lib.group_vars.apply(recorded)
@@ -392,6 +404,17 @@ if proceed:
 
         runbook.wait_for(kube_system_healthy, timeout=p.ready_timeout_s, interval=3, what="kube-system pods healthy",
                          fix="read the pods' events and logs (kubectl -n kube-system describe pod NAME)")
+        if looping:  # the new DNS pods stay Running: no restart over dns_settle_s
+            settled = {x.name: x.restarts for x in kubelet_dns.dns_pods(api, timeout=p.timeout_s)}
+            time.sleep(p.dns_settle_s)
+            later = {x.name: x for x in kubelet_dns.dns_pods(api, timeout=p.timeout_s)}
+            unsettled = [f"{name}: {x.phase} {','.join(x.waiting_reasons)}, restarts {settled.get(name, 0)} -> "
+                         f"{x.restarts}" for name, x in later.items()
+                         if not x.healthy or x.restarts > settled.get(name, x.restarts)]
+            if unsettled:
+                raise RunbookError(f"DNS pods not settled {p.dns_settle_s:g} s after the fix: {'; '.join(unsettled)}",
+                                   fix="kubectl -n kube-system logs POD --previous; check the nodes' "
+                                       f"{nodes.UPSTREAM_RESOLV_CONF}")
         s.detail = f"{len(pods)} pods healthy" + (f"; fixed DNS on {', '.join(looping)}" if looping else "")
     print(s.detail)
 

@@ -59,7 +59,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import ansible_check, controlplane, etcd, ingress, knownhosts, kube, kubespray, nodes, replace, runbook, schemas, ssh
+from runbooks_lib import ansible_check, controlplane, etcd, etcd_snapshot, ingress, knownhosts, kube, kubespray, nodes
+from runbooks_lib import replace, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib import kubeconfig as kubeconfig_lib
 from runbooks_lib.errors import (CommandFailed, HostKeyError, HostUnreachable, PreconditionFailed, RunbookError,
@@ -97,6 +98,8 @@ app_host: str = ""  # required: the test app's host name, asked on every ingress
 dns_server: str = ""  # DNS server to check app_host's A records on; empty: no DNS check
 dns_command: list[str] = []  # DNS hook setting app_host's A records, e.g. ["my-dns", "set", "{name}", "{ips}"]; empty: manual
 kubeconfig_server_after: str = ""  # the kubeconfig's server at the end (https://IP:6443); empty: left at a survivor
+backup_dir: Path = ""  # required: where the safety snapshot is kept (the etcd-snapshot runbook's backup_dir)
+remote_dir: str = "/var/tmp"  # where the survivor writes the snapshot before the download (then deleted)
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
 dry_run: bool = True  # stop after the plan
 confirm: str = ""  # headless confirmation: the cluster name
@@ -129,11 +132,16 @@ print(f"target {p.cluster_name}: replace {p.dead_node} with "
 # - the node given as dead really is dead: its etcd member and its API server do not answer (unless
 #   `allow_answering_dead_node`);
 # - a re-run after an interruption is recognised: when the inventory already lists the replacement at the
-#   end of the groups, the removal half is done and only what is left is planned.
+#   end of the groups, the removal half is done and only what is left is planned;
+# - `backup_dir`, where the safety snapshot goes, is writable (created, mode 0700, when missing).
 
 # %%
 # papermill_description=Preflight
 checkout = kubespray.detect(p.kubespray_dir)
+p.backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+if not os.access(p.backup_dir, os.W_OK):
+    raise PreconditionFailed(f"backup_dir {p.backup_dir} is not writable; nothing was changed",
+                             fix="pick a backup_dir this user can write (it will hold every Secret: keep it private)")
 ansible = ansible_check.check(p.ansible_playbook, p.kubespray_dir)
 print(ansible.line())
 inv = inventory_lib.load(p.inventory)
@@ -306,6 +314,7 @@ replace.with_replacement(planned, p.replacement, new_ip, etcd_member_name=etcd_n
 env_note = f"(host keys checked against {p.known_hosts.name})"
 plan = [
     f"replace {p.dead_node} ({'same IP, reinstalled' if same_ip else 'new machine ' + p.replacement})",
+    f"0. etcd snapshot from {survivor} into {p.backup_dir} with its manifest (the way back: restore-cluster)",
     f"1. kubeconfig server -> https://{api_at[live_cp]}:6443 ({live_cp})",
     f"2. cordon, drain (bounded {p.drain_timeout_s:.0f} s) and delete node {p.dead_node}",
     f"3. kube-public/cluster-info server -> https://{api_at[live_cp]}:6443",
@@ -352,7 +361,8 @@ print("\n".join(removal_diff.lines()) or "no change (already done)")
 
 # %%
 proceed = runbook.confirm(f"replace {p.dead_node} (etcd member remove, playbooks)", cluster=p.cluster_name,
-                          dry_run=p.dry_run, confirm=p.confirm or None, plan=plan)
+                          dry_run=p.dry_run, confirm=p.confirm or None, plan=plan,
+                          lock=p.inventory)
 backup_stamp = inventory_lib.backups.stamp_now()  # the inventory's backup, kept before the first edit
 started = time.monotonic()
 run_dir = Path(os.environ.get("PAPERMILL_OUTPUT_PATH") or p.inventory).parent
@@ -374,19 +384,29 @@ def playbook(name: str, key: str, **kwargs) -> kubespray.PlaybookRun:
 
 # %% [markdown]
 # ## Snapshot etcd first
-# A fresh snapshot from a survivor, verified (status, checksum) and kept beside this run record, before any
-# change: if anything below goes wrong, the restore-from-snapshot runbook starts from it.
+# A fresh snapshot from a survivor, before any change, taken as the etcd-snapshot runbook takes one: saved,
+# verified (status, checksum), downloaded into `backup_dir` with its manifest (so restore-cluster takes it
+# by name, and etcd-snapshot's retention counts it), and the survivor's copy (every Secret of the cluster)
+# deleted. If anything below goes wrong, the restore-from-snapshot runbook starts from it: the command is
+# printed here and in the rollback section.
 
 # %%
 # papermill_description=etcd snapshot
 snap = None
+restore_command = None
 if proceed:
     with steps.step("etcd snapshot") as s:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        snap = etcd.snapshot(ctl, f"/var/tmp/etcd-before-replace-{stamp}.db", run_dir / f"etcd-{stamp}.db",
-                             timeout=max(p.timeout_s, 120))
-        s.detail = f"revision {snap.status.revision}, {snap.status.total_keys} keys, {snap.local_path}"
+        statuses = etcd.endpoint_status(ctl, timeout=p.timeout_s)
+        snap, snap_manifest = etcd_snapshot.save_backup(
+            ctl, cluster=p.cluster_name, member=survivor, backup_dir=p.backup_dir, remote_dir=p.remote_dir,
+            etcd_version=next((st.version for st in statuses), ""), timeout=max(p.timeout_s, 120))
+        etcd_snapshot.remove_remote(conns[survivor], snap.remote_path, sudo=sudo, timeout=p.timeout_s)
+        restore_command = (f"runbooks run restore-cluster -f YOUR-PARAMS.yaml -p backup_dir {p.backup_dir} "
+                           f"-p snapshot {snap_manifest.file}")
+        s.detail = (f"revision {snap.status.revision}, {snap.status.total_keys} keys, {snap.local_path} "
+                    f"(the survivor's copy deleted)")
     print(s.detail)
+    print(f"way back: {restore_command}")
 
 # %% [markdown]
 # ## 1. Point the kubeconfig at a live control plane
@@ -829,6 +849,7 @@ summary = runbook.write_summary("replace-control-plane", p.cluster_name, {
     "member_add_first": {"needed": add_first.needed, "reason": add_first.reason},
     "kubespray": {"version": checkout.version, "path": str(checkout.path)},
     "snapshot": snap.local_path if snap else None,
+    "restore_command": restore_command,
     "playbooks": runs,
     "checks": checks,
     "inventory_backup": changes.get("inventory_backup"),
@@ -859,9 +880,9 @@ if proceed and not replaced:
 # %% [markdown]
 # ## Rollback (never runs by default)
 # The dead member's removal cannot be undone (its data is gone); the snapshot taken first is the way
-# back: the restore-from-snapshot runbook rebuilds etcd from it. The inventory's previous version is kept
-# in `.inventory-backups/` beside it (named in the summary).
+# back: the restore-from-snapshot runbook rebuilds etcd from it (`restore_command` in the summary names
+# it). The inventory's previous version is kept in `.inventory-backups/` beside it (named in the summary).
 
 # %% tags=["skip-execution", "nbval-skip"]
 print(f"inventory before: {changes.get('inventory_backup') or inventory_lib.backups.latest(p.inventory, 'replace-control-plane')}; "
-      f"snapshot: {snap.local_path if snap else None}")
+      f"snapshot: {snap.local_path if snap else None}; restore it with: {restore_command}")

@@ -47,7 +47,6 @@
 # proven: take another one and find out why (the drill's message names the missing keys).
 
 # %%
-import dataclasses
 import os
 import time
 from datetime import datetime, timezone
@@ -194,22 +193,14 @@ snap = None
 manifest = None
 timings: dict[str, float] = {}
 if not p.drill_snapshot:
-    now = datetime.now(timezone.utc)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    remote_path = f"{p.remote_dir}/etcd-snapshot-{stamp}.db"
-    partial = p.backup_dir / f".{stamp}.partial"
     ctl = etcd.Etcdctl(conns[chosen], member=chosen, sudo=sudo, timeout=min(30.0, p.timeout_s))
     with steps.step("save, verify, download") as s:
         t0 = time.monotonic()
-        snap = etcd.snapshot(ctl, remote_path, partial, timeout=p.timeout_s)
-        final = p.backup_dir / etcd_snapshot.backup_name(p.cluster_name, now, snap.status.revision)
-        os.replace(partial, final)
-        snap = dataclasses.replace(snap, local_path=str(final))
-        manifest = etcd_snapshot.manifest_for(snap, cluster=p.cluster_name, member=chosen,
-                                              etcd_version=etcd_version, when=now)
-        etcd_snapshot.write_manifest(p.backup_dir, manifest)
+        snap, manifest = etcd_snapshot.save_backup(ctl, cluster=p.cluster_name, member=chosen,
+                                                   etcd_version=etcd_version, backup_dir=p.backup_dir,
+                                                   remote_dir=p.remote_dir, timeout=p.timeout_s)
         timings["save_verify_download_s"] = time.monotonic() - t0
-        s.detail = f"{final.name}: revision {manifest.revision}, {manifest.keys} keys, {manifest.size} bytes"
+        s.detail = f"{manifest.file}: revision {manifest.revision}, {manifest.keys} keys, {manifest.size} bytes"
     print(s.detail)
     print(f"sha256 {snap.local_sha256} (member and local copy agree)")
 else:

@@ -34,10 +34,12 @@
 #
 # **What it does.** Proves quorum is really lost (it refuses while a majority is healthy: use the
 # replace-control-plane runbook then), picks the snapshot (the newest verified one by default) and checks
-# its sha256 and manifest. Then, on the member(s) that survived: stops etcd, keeps the old data directory
-# aside (never deleted), restores the snapshot as a NEW cluster of the survivors (new initial cluster, new
-# cluster token), writes /etc/etcd.env to match and starts etcd; waits for the API servers to reconnect;
-# prepares the reinstalled machines (python3, ip_forward, swap) and runs Kubespray's
+# its sha256 and manifest. Then, in the order Kubernetes' documentation for operating etcd gives: stops
+# every API server (with kube-controller-manager and kube-scheduler: their manifests moved out of kubelet's
+# directory); on the member(s) that survived stops etcd, keeps the old data directory aside (never
+# deleted), restores the snapshot as a NEW cluster of the survivors (new initial cluster, new cluster
+# token), writes /etc/etcd.env to match and starts etcd; starts the API servers again (fresh caches) and
+# restarts every kubelet, and proves the API serves what etcd now holds; prepares the reinstalled machines (python3, ip_forward, swap) and runs Kubespray's
 # `cluster.yml --limit=etcd,kube_control_plane -e etcd_retries=10`, which joins them as new members and
 # rebuilds their control plane. Then it proves the result: every etcd member healthy, the snapshot's
 # objects served by the API, every node Ready, the test app answering.
@@ -68,7 +70,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from runbooks_lib import ansible_check, etcd, etcd_restore, etcd_snapshot, ingress, kube, kubespray, nodes, runbook, schemas, ssh
+from runbooks_lib import ansible_check, controlplane_pods, etcd, etcd_restore, etcd_snapshot, ingress, kube, kubespray
+from runbooks_lib import nodes, runbook, schemas, ssh
 from runbooks_lib import inventory as inventory_lib
 from runbooks_lib.errors import PreconditionFailed, RunbookError
 
@@ -188,6 +191,36 @@ elif decision.refuse:
     print(f"A REAL RUN WOULD BE REFUSED: {decision.refuse}\n  next step: {decision.fix}")
 
 # %% [markdown]
+# ## Preflight: can every API server be stopped?
+# A kube-apiserver serves lists and watches from a cache it keeps at etcd's revision. A restore takes
+# etcd's revision backwards: an API server left running serves objects that no longer exist and its
+# watchers (kube-controller-manager, kube-scheduler, every kubelet) never see the restored state. So
+# every API server is stopped before etcd is touched. Each surviving control plane (a reinstalled one runs
+# none) must answer SSH and have its kube-apiserver manifest in kubelet's directory (or moved aside by an
+# earlier run of this restore); otherwise the run is refused here, with nothing changed.
+
+# %%
+# papermill_description=Preflight: API servers
+surviving_cps = [h for h in control_plane_hosts if h not in decision.rebuilt]
+kubelet_nodes = [n for n in k8s_nodes if n not in decision.rebuilt]
+places: dict = {}
+unstoppable: list[str] = []
+for h in surviving_cps:
+    try:
+        places[h] = controlplane_pods.manifest_places(conns[h], sudo=sudo, timeout=min(30.0, p.timeout_s))
+    except RunbookError as exc:
+        unstoppable.append(f"{h} does not answer ({str(exc).splitlines()[0]})")
+        continue
+    if not places[h].apiserver_known:
+        unstoppable.append(f"{h} has no {controlplane_pods.APISERVER} in {controlplane_pods.MANIFEST_DIR} (nor aside)")
+if unstoppable:
+    raise PreconditionFailed("refusing to restore: an API server that cannot be stopped would go on serving the "
+                             f"old state: {'; '.join(unstoppable)}. Nothing was changed.",
+                             fix="bring that control plane back, or put its manifest back, then run again")
+display(pd.DataFrame([{"control plane": h, "in kubelet's directory": ", ".join(pl.in_place) or "-",
+                       "moved aside": ", ".join(pl.aside) or "-"} for h, pl in places.items()]))
+
+# %% [markdown]
 # ## Plan
 # The members to rebuild and where, the steps, and what is lost. Compared by nbval.
 
@@ -204,9 +237,17 @@ plan = [
     f"refused for a real run: {decision.refuse}" if decision.refuse else "quorum is lost: restore",
     f"restore on the survivors: {', '.join(decision.survivors) or 'none'}",
     f"rebuild with Kubespray: {', '.join(decision.rebuilt) or 'none'}",
-    "stop etcd on the survivors; move /var/lib/etcd to /var/lib/etcd.before-restore-STAMP (kept)",
-    "restore the snapshot as a new cluster of the survivors with a new cluster token; write /etc/etcd.env; start",
-    "wait for the API servers of the surviving control planes",
+    f"stop every API server, kube-controller-manager and kube-scheduler on {', '.join(surviving_cps) or 'none'}: "
+    f"mv {controlplane_pods.MANIFEST_DIR}/kube-{{apiserver,controller-manager,scheduler}}.yaml "
+    f"{controlplane_pods.ASIDE_DIR}/ (kubelet stops the pods); wait until :6443 is closed",
+    "stop etcd on the survivors (systemctl stop etcd); move /var/lib/etcd to /var/lib/etcd.before-restore-STAMP (kept)",
+    "restore the snapshot as a new cluster of the survivors with a new cluster token (etcdutl snapshot restore); "
+    "write /etc/etcd.env; systemctl start etcd",
+    "check: etcd holds the snapshot's keys (etcdctl get '' --prefix --keys-only: the manifest's count)",
+    f"start the API servers: the manifests back into {controlplane_pods.MANIFEST_DIR} (kubelet starts them with "
+    "empty caches); wait until each answers",
+    f"restart kubelet on {', '.join(kubelet_nodes) or 'none'} (systemctl restart kubelet)",
+    "check: the API serves what etcd holds (kubectl get configmaps,deployments -A against etcdctl get --prefix)",
     "prepare the reinstalled machines (python3, ip_forward, swap), then Kubespray:",
     "  facts.yml, then cluster.yml --limit=etcd,kube_control_plane -e etcd_retries=10",
     "verify: every etcd member healthy, the app's Deployment served, nodes Ready, the app answers",
@@ -232,10 +273,35 @@ print("\n".join(details))
 # %%
 proceed = (not decision.refuse) and runbook.confirm(
     "restore etcd from a snapshot (every change after it is lost)", cluster=p.cluster_name, dry_run=p.dry_run,
-    confirm=p.confirm or None, plan=plan + details)
+    confirm=p.confirm or None, plan=plan + details, lock=p.inventory)
 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 done = {h: (states[h].marker or {}).get("sha256") == manifest.sha256 for h in decision.survivors}
 remote_snapshot = f"{etcd_restore.WORK_DIR}/{manifest.file}"
+
+# %% [markdown]
+# ## Stop every API server
+# **From here the Kubernetes API is down until the API servers start again below.** The control-plane
+# manifests are moved out of kubelet's directory into `/etc/kubernetes/manifests.restore-aside/` (0700,
+# kept until moved back); kubelet stops those static pods. This waits (bounded) until no surviving control
+# plane accepts connections on port 6443.
+
+# %%
+# papermill_description=Stop the API servers
+if proceed:
+    with steps.step("stop API servers") as s:
+        moved = {h: controlplane_pods.move_aside(conns[h], sudo=sudo, timeout=p.timeout_s) for h in surviving_cps}
+
+        def apis_stopped() -> tuple[bool, list[str]]:
+            running = [f"{h} still accepts on {inv.host(h).api_address}:6443" for h in surviving_cps
+                       if controlplane_pods.apiserver_listening(inv.host(h).api_address)]
+            return not running, running
+
+        runbook.wait_for(apis_stopped, timeout=p.ready_timeout_s, interval=2,
+                         what="kubelet to stop every API server", fix="check kubelet on the control planes")
+        s.detail = "; ".join(f"{h}: {', '.join(m) or 'already aside'}" for h, m in moved.items()) or "none"
+    print(f"moved aside: {s.detail}; no API server answers")
+else:
+    steps.skip("stop API servers", "dry run or refused")
 
 # %% [markdown]
 # ## Stop etcd on the survivors
@@ -324,19 +390,33 @@ if proceed:
         runbook.wait_for(survivors_healthy, timeout=p.ready_timeout_s, interval=2,
                          what="etcd on the survivors to be healthy")
         restored_members = etcd.member_list(ctls[decision.survivors[0]])
-        s.detail = f"{len(restored_members)} member(s): {', '.join(m.name for m in restored_members)}"
+        # Nothing writes to etcd while the API servers are stopped: it must hold exactly the snapshot's keys.
+        held = etcd.key_count(ctls[decision.survivors[0]], timeout=p.timeout_s)
+        if any(not done[h] for h in decision.survivors) and held != manifest.keys:
+            raise RunbookError(f"etcd holds {held} keys after the restore, the snapshot {manifest.keys}",
+                               fix="do not start the API servers: check the restore on the survivors by hand")
+        s.detail = (f"{len(restored_members)} member(s): {', '.join(m.name for m in restored_members)}; "
+                    f"{held} keys (snapshot: {manifest.keys})")
     print(s.detail)
 
 # %% [markdown]
-# ## Let the API servers reconnect
-# The surviving control planes' API servers reconnect to etcd by themselves; this waits (bounded) until
-# each answers with the snapshot's data.
+# ## Start the API servers again, restart every kubelet
+# The manifests go back into kubelet's directory (a file Kubespray wrote there since is never
+# overwritten); kubelet starts kube-apiserver, kube-controller-manager and kube-scheduler afresh, with
+# empty caches filled from the restored etcd. This waits (bounded) until each surviving control plane's
+# API server answers, then restarts kubelet on every node that was not reinstalled, so that no kubelet
+# acts on what it saw before the restore (a node that does not answer is named; restart its kubelet when
+# it is back). Last, the proof that no API server serves a stale cache: what the API lists equals what etcd
+# holds, for ConfigMaps and Deployments.
 
 # %%
-# papermill_description=API servers
-surviving_cps = [h for h in control_plane_hosts if h not in decision.rebuilt]
+# papermill_description=Start the API servers
+kubelets: dict[str, str] = {}
+served: dict = {}
 if proceed:
-    with steps.step("API servers") as s:
+    with steps.step("start API servers") as s:
+        back = {h: controlplane_pods.move_back(conns[h], sudo=sudo, timeout=p.timeout_s) for h in surviving_cps}
+
         def apis_answer() -> tuple[bool, list[str]]:
             pending = []
             for h in surviving_cps:
@@ -348,8 +428,38 @@ if proceed:
             return not pending, pending
 
         runbook.wait_for(apis_answer, timeout=p.ready_timeout_s, interval=2, what="the API servers to answer")
-        s.detail = f"answering: {', '.join(surviving_cps)}"
+        for n in kubelet_nodes:
+            try:
+                ssh.run(conns[n], ["systemctl", "restart", "kubelet"], timeout=p.timeout_s, sudo=sudo)
+                kubelets[n] = "restarted"
+            except RunbookError as exc:
+                kubelets[n] = f"NOT restarted: {str(exc).splitlines()[0]}"
+        s.detail = (f"manifests back: {'; '.join(f'{h}: {len(m)}' for h, m in back.items()) or 'none'}; answering: "
+                    f"{', '.join(surviving_cps)}; kubelet: " + ", ".join(f"{n} {v}" for n, v in kubelets.items()))
     print(s.detail)
+    with steps.step("API serves etcd") as s:
+        api = kube.client_from_kubeconfig(str(p.kubeconfig), server=f"https://{inv.host(surviving_cps[0]).api_address}:6443")
+        ctl = etcd.Etcdctl(conns[decision.survivors[0]], member=decision.survivors[0], sudo=sudo,
+                           timeout=min(30.0, p.timeout_s))
+        kinds = {"configmaps": "/api/v1/configmaps", "deployments": "/apis/apps/v1/deployments"}
+
+        def api_equals_etcd() -> tuple[bool, list[str]]:
+            differ = []
+            for kind, path in kinds.items():
+                listed = len((kube.api.get(api, path, timeout=min(10.0, p.timeout_s)) or {}).get("items") or [])
+                stored = etcd.key_count(ctl, f"/registry/{kind}/", timeout=p.timeout_s)
+                served[kind] = {"api": listed, "etcd": stored}
+                if listed != stored:
+                    differ.append(f"{kind}: the API lists {listed}, etcd holds {stored}")
+            return not differ, differ
+
+        runbook.wait_for(api_equals_etcd, timeout=p.ready_timeout_s, interval=2, retry_on=(RunbookError,),
+                         what="the API to serve what etcd holds",
+                         fix="an API server serves a stale cache: restart every API server (manifests out and back)")
+        s.detail = ", ".join(f"{k}: {v['api']} listed = {v['etcd']} in etcd" for k, v in served.items())
+    print(s.detail)
+    if any(v != "restarted" for v in kubelets.values()):
+        print("NOTE: " + "; ".join(f"{n}: {v}" for n, v in kubelets.items() if v != "restarted"))
 
 # %% [markdown]
 # ## Prepare the reinstalled machines
@@ -493,6 +603,8 @@ summary = runbook.write_summary("restore-cluster", p.cluster_name, {
     "rebuilt": list(decision.rebuilt),
     "resumed": decision.resuming,
     "kept_aside": kept_aside,
+    "api_servers": {"stopped_and_started": surviving_cps if proceed else [], "kubelets": kubelets,
+                    "api_vs_etcd": served},
     "playbooks": [{"playbook": Path(r.command.playbook).name, "rc": r.rc, "duration_s": round(r.duration, 1)}
                   for r in runs],
     "etcd": {"members": sorted(m.name for m in members), "healthy": healthy_members},

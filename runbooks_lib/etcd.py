@@ -6,7 +6,7 @@ operator's machine. Output is read with ``-w json``; member ids are shown in
 hex as etcdctl's table does. The quorum arithmetic at the end is pure.
 
 Probes: member_list, endpoint_health, endpoint_status, snapshot_status, read_env,
-check_removal, check_loss. Actions: member_add, member_remove, snapshot_save,
+check_removal, check_loss, key_count. Actions: member_add, member_remove, snapshot_save,
 snapshot, set_env (each names its rollback). Snapshots are implemented in
 :mod:`runbooks_lib.etcd_snapshot`, the env file in :mod:`runbooks_lib.etcd_env`;
 their names are importable from here.
@@ -125,6 +125,20 @@ def parse_member_list(text: str) -> list[Member]:
         )
         for m in data.get("members", [])
     ]
+
+
+def key_count(ctl: Etcdctl, prefix: str = "", *, timeout: float | None = None) -> int:
+    """Probe: how many keys start with ``prefix`` ("" : every key), from a quorum read.
+
+    ``etcdctl get PREFIX --prefix --keys-only --limit=1 -w json``: the
+    response's count is every match, whatever the limit. Raises CommandFailed.
+    """
+    result = ctl.run("get", prefix, "--prefix", "--keys-only", "--limit=1", "-w", "json", timeout=timeout)
+    try:
+        return int(json.loads(result.stdout).get("count", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise CommandFailed(f"etcdctl get {prefix!r} --count gave no count", host=ctl.conn.name,
+                            stderr=result.stdout + result.stderr, fix="check the etcdctl version") from None
 
 
 def member_list(ctl: Etcdctl) -> list[Member]:

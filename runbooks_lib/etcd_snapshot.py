@@ -2,13 +2,14 @@
 
 Part of :mod:`runbooks_lib.etcd` (import the names from there:
 ``etcd.snapshot(ctl, ...)``); etcdctl/etcdutl run over SSH on the member.
-Actions: snapshot_save, snapshot, remove_remote, write_manifest, apply_retention.
+Actions: snapshot_save, snapshot, save_backup, remove_remote, write_manifest, apply_retention.
 Probes: snapshot_status, remote_sha256, choose_member, read_manifest,
 backups, check_backup. Pure: plan_retention, backup_name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -201,6 +202,33 @@ def snapshot(
         host=ctl.conn.name, endpoint=ep, remote_path=remote_path, local_path=str(local_path), status=status,
         remote_sha256=remote_sum, local_sha256=local_sum, size=Path(local_path).stat().st_size, keys=keys,
     )
+
+
+def save_backup(
+    ctl: Etcdctl, *, cluster: str, member: str, etcd_version: str, backup_dir: str | os.PathLike,
+    remote_dir: str, timeout: float = 300.0, when: datetime | None = None,
+) -> tuple[Snapshot, Manifest]:
+    """Action: a snapshot of ``member`` saved, verified and kept in ``backup_dir`` with its manifest.
+
+    What every runbook that keeps a snapshot does (etcd-snapshot, and
+    replace-control-plane before its first change): :func:`snapshot` into
+    ``remote_dir/etcd-snapshot-STAMP.db`` on the member and a hidden partial
+    file here, renamed to :func:`backup_name` once its sha256 matches, then
+    the manifest beside it (restore-cluster takes it by its file name). The
+    member's copy stays: remove it with :func:`remove_remote`. Raises as
+    :func:`snapshot`. Rollback: delete the snapshot and its manifest.
+    """
+    now = when or datetime.now(timezone.utc)
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    directory = Path(backup_dir)
+    partial = directory / f".{stamp}.partial"
+    snap = snapshot(ctl, f"{remote_dir.rstrip('/')}/etcd-snapshot-{stamp}.db", partial, timeout=timeout)
+    final = directory / backup_name(cluster, now, snap.status.revision)
+    os.replace(partial, final)
+    snap = dataclasses.replace(snap, local_path=str(final))
+    manifest = manifest_for(snap, cluster=cluster, member=member, etcd_version=etcd_version, when=now)
+    write_manifest(directory, manifest)
+    return snap, manifest
 
 
 def remove_remote(conn: ssh.BaseConnection, remote_path: str, *, sudo: bool = False, timeout: float = 60.0) -> None:

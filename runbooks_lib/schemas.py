@@ -550,6 +550,7 @@ class InstallParams(Target):
     upstream_dns_servers: tuple[str, ...] = ()  # group_vars/all/all.yml; empty: left unset
     kube_resolv_conf: str = ""  # kubelet's resolvConf in group_vars/all/all.yml; empty: left unset
     fix_coredns: bool = True  # fix the 127.0.0.53 CrashLoopBackOff on the nodes if it appears
+    dns_settle_s: float = 15.0  # the new DNS pods run this long without a restart after the fix
     app_name: str = "sticky-session"
     app_namespace: str = "default"
     app_host: str = ""
@@ -743,7 +744,7 @@ class ReplaceParams(Target):
     """
 
     REQUIRED: ClassVar[tuple[str, ...]] = (*Target.REQUIRED, "kubespray_dir", "kubeconfig", "dead_node",
-                                           "replacement", "upstream_dns_servers", "app_host")
+                                           "replacement", "upstream_dns_servers", "app_host", "backup_dir")
 
     dead_node: str = ""
     replacement: str = ""
@@ -754,6 +755,8 @@ class ReplaceParams(Target):
     dns_server: str = ""  # check app_host's A records there; empty: no DNS check
     dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
     kubeconfig_server_after: str = ""  # the kubeconfig's server at the end; empty: left at a survivor
+    backup_dir: Path = Path()  # the safety snapshot goes there (the etcd-snapshot runbook's backup_dir)
+    remote_dir: str = "/var/tmp"  # where the survivor writes it before the download (then deleted)
     ansible_env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = True
     confirm: str = ""
@@ -778,6 +781,7 @@ def check_replace(p: ReplaceParams) -> ReplaceParams:
     problems += not_ip_addresses("dns_server", [p.dns_server] if p.dns_server else [])
     if p.dns_command and "{ips}" not in p.dns_command:
         problems.append("dns_command: one word must be {ips} (replaced by the ingress nodes' IPs)")
+    problems += bad_remote_dir("remote_dir", p.remote_dir)
     problems += pin_breaking_env("ansible_env", p.ansible_env)
     problems += out_of_range(p)
     refuse(problems, "replace")

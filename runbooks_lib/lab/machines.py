@@ -185,6 +185,7 @@ class Lab:
                 net.check_range_free(self.config)
             base = image.ensure_image(self.config, log=self.log)
             self._ensure_ssh_key()
+            self._link_kubespray()
             created_network = owner is None
             try:
                 net.setup(self.config)
@@ -227,6 +228,21 @@ class Lab:
             sh.run(["umount", "-l", mount], timeout=30, check=False)
 
     # ---------------------------------------------------------------- machine life cycle
+    def _link_kubespray(self) -> None:
+        """STATE_DIR/kubespray -> this checkout's Kubespray stand-in: the lab's "Kubespray checkout".
+
+        params/lab.yaml names it as an operator names theirs (a directory of
+        their own with its venv), so run records show a lab path rather than
+        the repository's. Side effect: (re)creates the symbolic link.
+        """
+        link = self.config.state_dir / "kubespray"
+        target = Path(__file__).resolve().parent / "kubespray"
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+
     def _ensure_ssh_key(self) -> None:
         c = self.config
         c.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -229,6 +229,7 @@ def replace_params(c: LabCluster, path: Path, **extra: object) -> Path:
         "replacement_ip": c.ip("node5"),
         "upstream_dns_servers": [d["host_ip"]],
         "app_host": APP_HOST,
+        "backup_dir": str(path.parent / "etcd-backups"),
         "ansible_env": cluster.playbook_env(),
         **extra,
     }

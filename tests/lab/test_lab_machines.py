@@ -63,6 +63,10 @@ def test_description_file_matches_status(running_lab: Lab) -> None:
     assert data["ssh_user"] == "root"
     assert Path(data["ssh_key"]).exists() and Path(data["known_hosts"]).exists()
     assert {m["name"]: m["ip"] for m in data["machines"]} == {r.name: r.ip for r in running_lab.status()}
+    # The lab's "Kubespray checkout" (params/lab.yaml's kubespray_dir) is a link to this checkout's stand-in.
+    link = running_lab.config.state_dir / "kubespray"
+    assert link.is_symlink() and link.resolve() == (Path(__file__).resolve().parents[2] / "runbooks_lib/lab/kubespray")
+    assert (link / "cluster.yml").is_file()
 
 
 def test_host_keys_are_verified_against_the_pinned_file(running_lab: Lab, tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ from runbooks_lib import ingress, runner
 from runbooks_lib.lab import cluster, dns
 from tests.lab.cluster_fixtures import APP_HOST, LabCluster, install_params, replace_params, run_install
 from tests.lab.processes import kill_run
+from tests.lab.test_runbook_snapshot import run as run_book
+from tests.lab.test_runbook_snapshot import summary as read_summary
+from tests.lab.test_runbook_snapshot import target_params
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -152,6 +155,19 @@ def test_new_machine_on_a_v2_31_cluster_killed_after_member_remove_then_rerun_co
     assert steps["etcd member add"]["status"] == "skipped"  # 10.x.y.15 is nobody's substring here
     assert "node1" not in c.inventory()["all"]["hosts"]
     assert "2.31" in summary["kubespray"]["version"], summary["kubespray"]
+    # The safety snapshot is a snapshot: in backup_dir with its manifest, the survivor's copy deleted, and
+    # restore-cluster's preflight takes it by the name the summary's restore command gives.
+    snap = Path(summary["snapshot"])
+    assert snap.parent == tmp_path / "etcd-backups" and snap.with_suffix(".json").is_file(), snap
+    assert summary["restore_command"].endswith(f"-p snapshot {snap.name}"), summary["restore_command"]
+    left = c.lab.ssh("node2", ["sh", "-c", "ls /var/tmp/etcd-snapshot-* 2>/dev/null || true"]).stdout.strip()
+    assert left == "", left
+    dry = run_book("restore-cluster", target_params(c, tmp_path / "restore.yaml", snap.parent,
+                                                    kubespray_dir=str(cluster.kubespray_dir("v2.31")),
+                                                    ansible_env=cluster.playbook_env()),
+                   runs, snapshot=snap.name)
+    assert dry.exit_code == 0, dry.line()
+    assert read_summary(dry)["snapshot"]["file"] == snap.name
 
 
 @pytest.mark.timeout(2100)

@@ -119,6 +119,7 @@ class UnitsRuntime:
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
         self.restarted: list[str] = []
+        self.stopped: list[str] = []
 
     async def started_at(self, unit: str) -> float | None:
         return self.started.get(unit)
@@ -126,6 +127,10 @@ class UnitsRuntime:
     async def restart(self, unit: str) -> None:
         self.restarted.append(unit)
         self.started[unit] = time.time()
+
+    async def stop(self, unit: str) -> None:
+        self.stopped.append(unit)
+        self.started.pop(unit, None)
 
 
 def test_the_kubelet_itself_runs_nginx_proxy_from_its_manifest(api_server, tmp_path: Path) -> None:
@@ -152,6 +157,41 @@ def test_the_kubelet_itself_runs_nginx_proxy_from_its_manifest(api_server, tmp_p
             path.write_text(NGINX_PROXY.replace("1111", "2222"))  # nginx.conf changed
             await static.sync()
             assert runtime.restarted == ["nginx-proxy.service", "nginx-proxy.service"]
+        finally:
+            await api.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_manifest_moved_aside_stops_its_pod_and_moved_back_starts_it(api_server, tmp_path: Path) -> None:
+    """How an operator stops every API server before an etcd restore: kubelet kills a static pod whose
+    manifest is gone (and deletes its mirror pod) and runs it again when the manifest is back."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    path = manifests / "kube-apiserver.yaml"
+    path.write_text(MANIFEST)
+    aside = tmp_path / "kube-apiserver.yaml"
+    runtime = UnitsRuntime()
+    runtime.started["kube-apiserver.service"] = time.time() + 1  # started by the installer after the file
+
+    async def scenario() -> None:
+        api = KubeClient.from_kubeconfig(str(api_server.kubeconfig))
+        try:
+            static = staticpods.StaticPods(api, "cp1", "127.0.0.2", manifests, 0.1, lambda: None, runtime)
+            await static.sync()
+            assert (await api.get(PODS, "kube-apiserver-cp1", "kube-system"))["status"]["phase"] == "Running"
+            path.rename(aside)
+            await static.sync()
+            assert runtime.stopped == ["kube-apiserver.service"]
+            assert "kube-apiserver.service" not in runtime.started
+            pods = await api.list(PODS, "kube-system")
+            assert "kube-apiserver-cp1" not in [p["metadata"]["name"] for p in pods["items"]]
+            await static.sync()
+            assert runtime.stopped == ["kube-apiserver.service"] and runtime.restarted == []  # stays stopped
+            aside.rename(path)
+            await static.sync()
+            assert runtime.restarted == ["kube-apiserver.service"]
+            assert (await api.get(PODS, "kube-apiserver-cp1", "kube-system"))["status"]["phase"] == "Running"
         finally:
             await api.close()
 

@@ -243,3 +243,43 @@ async def _test_worker_annotates_the_actual_port(tmp_path):
     finally:
         busy.close()
         await worker._stop_all(1)
+
+
+def test_a_pod_keeps_the_resolv_conf_of_its_sandbox_across_a_kubelet_restart(tmp_path):
+    asyncio.run(_test_a_pod_keeps_the_resolv_conf_of_its_sandbox(tmp_path))
+
+
+async def _test_a_pod_keeps_the_resolv_conf_of_its_sandbox(tmp_path):
+    """The article's loop: fixing kubelet's resolvConf and restarting kubelet leaves a running CoreDNS pod in its
+    looping sandbox; only a new pod (new UID) gets the fixed file, and a deleted pod's sandbox goes with it."""
+    sandboxes = tmp_path / "run-sandboxes"
+    coredns = _pod("coredns-abc", image="registry.k8s.io/coredns/coredns:v1.11.1", labels={"k8s-app": "kube-dns"})
+    coredns["metadata"]["namespace"] = "kube-system"
+
+    async def kind_of(pod, dns_loops):
+        worker = pods.PodWorker(_FakeApi(pod), pod, "node1", "127.0.0.1", tmp_path, dns_loops, 300,
+                                pods.PortAllocator("127.0.0.1"), sandbox_dir=sandboxes)
+        try:
+            await worker._create_containers()
+            return worker.containers[0].kind
+        finally:
+            await worker._stop_all(1)
+
+    assert await kind_of(coredns, dns_loops=True) == "dnsloop"  # created while resolvConf was the stub
+    assert (sandboxes / "uid-coredns-abc").read_text() == "loops\n"
+    assert await kind_of(coredns, dns_loops=False) == "dnsloop"  # kubelet restarted with the fix: same sandbox
+    recreated = json.loads(json.dumps(coredns))
+    recreated["metadata"]["name"], recreated["metadata"]["uid"] = "coredns-def", "uid-coredns-def"
+    assert await kind_of(recreated, dns_loops=False) == "static"  # a new pod: a new sandbox, the fixed file
+    pod = _pod("sys-2", image="registry.k8s.io/kube-proxy:v1.30.6")
+    api = _FakeApi(pod)
+    worker = pods.PodWorker(api, pod, "node1", "127.0.0.1", tmp_path, False, 300, pods.PortAllocator("127.0.0.1"),
+                            sandbox_dir=sandboxes)
+    worker.start()
+    for _ in range(50):
+        if (sandboxes / "uid-sys-2").exists():
+            break
+        await asyncio.sleep(0.05)
+    worker.gone()
+    await asyncio.wait_for(worker.task, 10)
+    assert not (sandboxes / "uid-sys-2").exists()

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+SANDBOX_DIR = Path("/run/lab-kubelet/sandboxes")
+
 from runbooks_lib.errors import RunbookError
 from runbooks_lib.lab.kubeapi.client import KubeClient
 from runbooks_lib.lab.kubelet import node as nodeobj
@@ -32,6 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     p.add_argument("--node-labels", default="")
     p.add_argument("--register-with-taints", default="")
     p.add_argument("--root-dir", default="/var/lib/kubelet")
+    p.add_argument("--sandbox-dir", default=None,
+                   help="where pod sandboxes keep their resolv.conf (default: /run/lab-kubelet/sandboxes with the "
+                        "default root dir, else ROOT/sandboxes): runtime state a reboot clears, as containerd's")
     p.add_argument("-v", "--v", type=int, default=2)
     # Kubespray's kubelet.env passes many more flags; they are accepted and ignored.
     return p.parse_known_args(argv)
@@ -48,7 +53,10 @@ async def amain(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     api = KubeClient.from_kubeconfig(args.kubeconfig, user_agent=f"kubelet/{nodeobj.KUBELET_VERSION} (stand-in)")
-    kubelet = Kubelet(api, config, facts, nodeobj.parse_labels(args.node_labels), taints, root)
+    sandboxes = Path(args.sandbox_dir) if args.sandbox_dir else (
+        SANDBOX_DIR if args.root_dir == "/var/lib/kubelet" else root / "sandboxes")
+    kubelet = Kubelet(api, config, facts, nodeobj.parse_labels(args.node_labels), taints, root,
+                      sandbox_dir=sandboxes)
     runner = None
     try:
         try:

@@ -30,13 +30,15 @@ class Kubelet:
     """One node's kubelet: call :meth:`run` with a stop event."""
 
     def __init__(self, api: kc.KubeClient, config: KubeletConfig, facts: nodeobj.NodeFacts,
-                 labels: Mapping[str, str], taints: Sequence[Mapping], root_dir: Path) -> None:
+                 labels: Mapping[str, str], taints: Sequence[Mapping], root_dir: Path,
+                 sandbox_dir: Path | None = None) -> None:
         self.api = api
         self.config = config
         self.facts = facts
         self.labels = dict(labels)
         self.taints = list(taints)
         self.root_dir = root_dir
+        self.sandbox_dir = sandbox_dir or root_dir / "sandboxes"
         self.node_uid: str | None = None
         self.workers: dict[str, PodWorker] = {}
         self.ports = PortAllocator(facts.ip)
@@ -44,7 +46,8 @@ class Kubelet:
         self.static = (StaticPods(api, facts.name, facts.ip, Path(config.static_pod_path),
                                   config.file_check_frequency, lambda: self.node_uid)
                        if config.static_pod_path else None)
-        # resolvConf is read once at start, like kubelet: fixing it needs a kubelet restart.
+        # resolvConf is read once at start, like kubelet: fixing it needs a kubelet restart, and then only new
+        # pod sandboxes get the new file (PodWorker keeps each sandbox's own).
         self.dns_loops = resolv_conf_loops(config.resolv_conf)
         if self.dns_loops:
             log.warning("resolvConf %s has only loopback nameservers: DNS pods will loop", config.resolv_conf)
@@ -196,7 +199,8 @@ class Kubelet:
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return
         worker = PodWorker(self.api, pod, self.name, self.facts.ip, self.root_dir, self.dns_loops,
-                           self.config.max_container_restart_period, self.ports, self._worker_done)
+                           self.config.max_container_restart_period, self.ports, self._worker_done,
+                           sandbox_dir=self.sandbox_dir)
         self.workers[uid] = worker
         worker.start()
 

@@ -135,13 +135,14 @@ class PodWorker:
 
     def __init__(self, api: kc.KubeClient, pod: dict, node_name: str, node_ip: str, root_dir: Path,
                  dns_loops: bool, max_backoff: float, ports: PortAllocator,
-                 on_exit: Callable[[str], None] | None = None) -> None:
+                 on_exit: Callable[[str], None] | None = None, *, sandbox_dir: Path | None = None) -> None:
         self.api = api
         self.pod = pod
         meta = pod["metadata"]
         self.ref = PodRef(meta.get("namespace", "default"), meta["name"], meta["uid"], node_name, node_ip)
         self.root_dir = root_dir
-        self.dns_loops = dns_loops
+        self.dns_loops = dns_loops  # the kubelet's resolvConf now; the sandbox keeps the one it was created with
+        self.sandbox_dir = sandbox_dir or root_dir / "sandboxes"
         self.max_backoff = max_backoff
         self.ports = ports
         self.on_exit = on_exit
@@ -178,6 +179,8 @@ class PodWorker:
             await self._loop()
         finally:
             await self._stop_all(2.0)
+            if self.deleted or self.pod["metadata"].get("deletionTimestamp"):
+                (self.sandbox_dir / self.ref.uid).unlink(missing_ok=True)  # the sandbox goes with the pod
             if self.on_exit is not None:
                 self.on_exit(self.ref.uid)
 
@@ -212,8 +215,9 @@ class PodWorker:
         except (ValueError, TypeError, AttributeError):
             old_ports = {}
         containers, ports = [], {}
+        sandbox_loops = self._sandbox_dns_loops()
         for cspec in spec.get("containers") or ():
-            kind = runtime.container_kind(self.pod, cspec, self.dns_loops)
+            kind = runtime.container_kind(self.pod, cspec, sandbox_loops)
             c = Container(self.ref, cspec, kind, self.root_dir, self.max_backoff, previous.get(cspec.get("name")))
             if kind == "app":
                 wanted = runtime.declared_port(cspec)
@@ -224,6 +228,23 @@ class PodWorker:
         if ports and annotations.get(runtime.PORTS_ANNOTATION) != json.dumps(ports, sort_keys=True):
             patch = {"metadata": {"annotations": {runtime.PORTS_ANNOTATION: json.dumps(ports, sort_keys=True)}}}
             self.update(await self.api.patch(kc.PODS, self.ref.name, patch, self.ref.namespace))
+
+    def _sandbox_dns_loops(self) -> bool:
+        """Whether this pod's sandbox resolv.conf loops back, fixed when the sandbox was first created.
+
+        kubelet writes a pod's resolv.conf once, when its sandbox is created:
+        container restarts (CrashLoopBackOff) reuse it, and a kubelet restart
+        does not rewrite a running pod's. Only a new pod (a new UID) or a
+        reboot (the runtime's state in /run is gone) gets the current file.
+        Side effect: writes SANDBOX_DIR/UID the first time.
+        """
+        path = self.sandbox_dir / self.ref.uid
+        try:
+            return path.read_text().strip() == "loops"
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("loops\n" if self.dns_loops else "upstream\n")
+            return self.dns_loops
 
     async def _sync_status(self) -> None:
         desired = pod_status(self.pod, self.containers or [], self.ref.node_ip, self.start_time, self.clock)

@@ -11,12 +11,16 @@ mirror pod is recreated with the new hash, command and start time.
 
 A unit that started after the manifest's last change already runs it (e.g.
 Ansible started it), so it is not restarted again; an unchanged hash is never a
-restart, as with kubelet. Manifests without a unit here are left alone. The
+restart, as with kubelet. A manifest moved out of the directory stops its pod:
+the unit is stopped at the next check and its mirror pod deleted (as kubelet
+kills a static pod whose file is gone; this is how an operator stops the API
+servers before an etcd restore), and the unit is started again when the
+manifest comes back. Manifests without a unit here are left alone. The
 units in ``KUBELET_STARTED`` (nginx-proxy) are run by the kubelet alone: it
 starts them whenever their manifest is there and they are not running (at its
 own start too, before the node is registered: workers reach the API through
 nginx-proxy); kube-apiserver.service is started by the installer.
-Side effects: ``systemctl restart UNIT``; creates, deletes and patches the
+Side effects: ``systemctl restart|stop UNIT``; creates, deletes and patches the
 mirror pods (and their status) of this node.
 """
 
@@ -50,6 +54,8 @@ class Runtime(Protocol):
 
     async def restart(self, unit: str) -> None: ...
 
+    async def stop(self, unit: str) -> None: ...
+
 
 class SystemdRuntime:
     """The units of this machine, through systemctl."""
@@ -66,6 +72,9 @@ class SystemdRuntime:
 
     async def restart(self, unit: str) -> None:
         await asyncio.to_thread(local.run, ["systemctl", "restart", unit], timeout=120)
+
+    async def stop(self, unit: str) -> None:
+        await asyncio.to_thread(local.run, ["systemctl", "stop", unit], timeout=120)
 
 
 def parse_systemd_time(text: str) -> float | None:
@@ -140,6 +149,7 @@ class StaticPods:
         self.starts = frozenset(starts)
         self.published: dict[str, tuple[str, float]] = {}  # mirror name -> (hash, start) last published
         self.restarts = 0
+        self.stopped: set[str] = set()  # units stopped because their manifest was gone (started when it is back)
 
     def owns(self, pod: Mapping) -> bool:
         """True for the mirror pods this manager publishes (the kubelet must not run them as pods)."""
@@ -165,7 +175,8 @@ class StaticPods:
                 text = path.read_text()
                 mtime = path.stat().st_mtime
             except OSError:
-                continue  # no manifest (yet): nothing to run
+                await self._gone(filename, unit)  # no manifest (any more): nothing runs
+                continue
             try:
                 manifest = yaml.safe_load(text)
             except yaml.YAMLError as exc:
@@ -174,10 +185,11 @@ class StaticPods:
             if not isinstance(manifest, dict):
                 continue
             started = await self.runtime.started_at(unit)
-            if started is None and unit in self.starts:
+            if started is None and (unit in self.starts or unit in self.stopped):
                 log.info("static pod %s: starting %s", path, unit)
                 await self.runtime.restart(unit)
                 self.restarts += 1
+                self.stopped.discard(unit)
                 started = await self.runtime.started_at(unit)
             if started is None:
                 continue  # not running: whoever installs the unit starts it
@@ -191,6 +203,22 @@ class StaticPods:
                 started = await self.runtime.started_at(unit) or started
             # Every check, like kubelet's status sync: the node controller may have marked the pod not ready.
             await self._publish(manifest, digest, started)
+
+    async def _gone(self, filename: str, unit: str) -> None:
+        """The manifest it ran is gone: stop its unit if it runs, forget and (best effort) delete its mirror pod."""
+        name = f"{Path(filename).stem}-{self.node}"
+        if name not in self.published:
+            return  # never run from this file here (another node's role, or not yet written)
+        self.published.pop(name, None)
+        if await self.runtime.started_at(unit) is None:
+            return
+        log.info("static pod %s: manifest gone, stopping %s", filename, unit)
+        await self.runtime.stop(unit)
+        self.stopped.add(unit)
+        try:  # the API may be the pod just stopped: then the mirror pod goes when it is replaced
+            await self.api.delete(kc.PODS, name, "kube-system", grace_period_seconds=0)
+        except RunbookError as exc:
+            log.info("mirror pod %s not deleted: %s", name, exc.what)
 
     async def _running_hash(self, name: str, manifest: Mapping) -> str | None:
         if name in self.published:
