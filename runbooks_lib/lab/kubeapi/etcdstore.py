@@ -30,6 +30,13 @@ from .storage import Compacted, Event, Item, StorageUnavailable, decode, encode
 T = TypeVar("T")
 
 
+def _value(data: bytes) -> dict | None:
+    try:
+        return decode(data)
+    except ValueError:
+        return None
+
+
 def endpoints_from_urls(urls: Sequence[str]) -> list[str]:
     """Turn ``https://10.0.0.1:2379`` URLs (kube-apiserver's --etcd-servers) into host:port endpoints."""
     out = []
@@ -77,7 +84,8 @@ class EtcdStore:
     async def connect(self) -> None:
         """Open the channel (does not contact etcd yet; the first request does)."""
         self._client = Etcd3Client(
-            self._endpoints, rpc_max_attempts=3, tls_server_name=self._tls_server_name, **self._tls
+            self._endpoints, rpc_max_attempts=3, tls_server_name=self._tls_server_name,
+            watch_max_reconnect_backoff_seconds=2.0, **self._tls
         )
         # gRPC's default reconnect backoff grows to 120 s: a member that comes back (restart,
         # power-on) would be ignored for minutes. Cap it so the channel uses it again within seconds.
@@ -196,23 +204,40 @@ class EtcdStore:
         await self._read("health check", lambda t: self._kv.get("health", timeout=t))
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:
+        """Changes under ``prefix`` (``""``: every key) from ``start_revision``, on one etcd watch stream.
+
+        When the stream breaks (member down, etcd restarted) the watch ends with
+        :class:`StorageUnavailable` as soon as a new stream is established, so the
+        caller resumes from the last revision it saw: etcd3aio would resume from a
+        response header's revision, which skips events while a watch catches up.
+        A value that is not JSON (a key the API does not own) is given as None.
+        """
         if self._client is None or self._client.watch is None:
             raise StorageUnavailable("etcd client is not connected")
-        stream = self._client.watch.watch(
-            prefix, range_end=prefix_range_end(prefix), start_revision=max(start_revision, 0), prev_kv=True
-        )
+        key, range_end = (prefix, prefix_range_end(prefix)) if prefix else ("\0", b"\0")
+        stream = self._client.watch.watch(key, range_end=range_end, start_revision=max(start_revision, 0), prev_kv=True)
+        created = 0
         try:
             async for resp in stream:
                 if resp.compact_revision > 0:
                     raise Compacted(max(start_revision - 1, 0), resp.compact_revision)
                 if resp.canceled:
                     raise StorageUnavailable(f"etcd cancelled the watch on {prefix}: {resp.cancel_reason}")
+                if resp.created:
+                    created += 1
+                    if created > 1:
+                        raise StorageUnavailable(f"the etcd watch on {prefix or 'all keys'} was interrupted")
                 for ev in resp.events:
-                    prev = decode(ev.prev_kv.value) if ev.HasField("prev_kv") and ev.prev_kv.value else None
+                    name = ev.kv.key.decode(errors="replace")
+                    prev = _value(ev.prev_kv.value) if ev.HasField("prev_kv") and ev.prev_kv.value else None
                     if ev.type == 0:  # PUT
-                        yield Event("PUT", ev.kv.key.decode(), decode(ev.kv.value), prev, ev.kv.mod_revision)
+                        yield Event("PUT", name, _value(ev.kv.value), prev, ev.kv.mod_revision)
                     else:
-                        yield Event("DELETE", ev.kv.key.decode(), None, prev, ev.kv.mod_revision)
+                        yield Event("DELETE", name, None, prev, ev.kv.mod_revision)
+        except Exception as exc:  # grpc.aio.AioRpcError for non-transient codes
+            if type(exc).__module__.startswith("grpc"):
+                raise StorageUnavailable(f"the etcd watch on {prefix or 'all keys'} failed: {exc}") from None
+            raise
         finally:
             await stream.aclose()
 

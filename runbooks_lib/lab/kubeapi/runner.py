@@ -1,6 +1,7 @@
 """The API stand-in process: storage, bootstrap objects, HTTPS listener, controllers, shutdown.
 
-Side effects: listens on ``--bind-address:--secure-port``, writes the initial
+Side effects: listens on ``--bind-address:--secure-port``, follows etcd with
+one watch for the watch cache (:mod:`.watchcache`), writes the initial
 objects (namespaces default, kube-system, kube-public, kube-node-lease; the
 ``kubernetes`` Service and Endpoints) when they are missing, and writes the
 controllers' client certificate to a private temporary directory that is
@@ -31,6 +32,7 @@ from .resources import get as resource
 from .server import build_app, server_ssl_context
 from .status import ApiError
 from .storage import MemoryStore, StorageUnavailable, Store
+from .watchcache import CachedStore
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +159,11 @@ def _controllers_entry():
 
 
 def make_store(config: ServerConfig) -> Store:
+    """Memory storage (uncached), or etcd behind a watch cache as kube-apiserver uses it."""
     if config.storage == "memory":
         return MemoryStore()
-    return EtcdStore(config.etcd_servers, config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile,
-                     timeout=config.etcd_request_timeout, tls_server_name=config.etcd_tls_server_name)
+    return CachedStore(EtcdStore(config.etcd_servers, config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile,
+                                 timeout=config.etcd_request_timeout, tls_server_name=config.etcd_tls_server_name))
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
@@ -173,7 +176,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         except (NotImplementedError, RuntimeError):
             pass
     store = make_store(config)
-    if isinstance(store, EtcdStore):
+    if isinstance(store, CachedStore):
         await store.connect()
     api = Api(store, config.service_cluster_ip_range, config.service_node_port_range)
     ip = advertise_ip(config)

@@ -45,8 +45,8 @@ class Item:
 class Event:
     """A change seen by a watch: ``type`` is "PUT" or "DELETE".
 
-    ``value`` is the new value (None for DELETE), ``prev`` the value before the
-    change (None when the PUT created the key).
+    ``value`` is the new value (None for DELETE, or when it is not JSON), ``prev``
+    the value before the change (None when the PUT created the key).
     """
 
     type: str
