@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import shlex
 import time
@@ -116,7 +117,8 @@ def detect(path: str | Path, *, git: str = "git", timeout: float = 15.0) -> Chec
         match = re.search(r"^version:\s*['\"]?([0-9][^'\"\s]*)", (root / "galaxy.yml").read_text(), re.MULTILINE)
         if match:
             version, source = f"v{match[1]}", "galaxy.yml"
-    return Checkout(root.resolve(), version, source, playbooks)
+    # Absolute, symbolic links kept: the path the operator named is the one shown (and run from).
+    return Checkout(Path(os.path.abspath(root)), version, source, playbooks)
 
 
 # --------------------------------------------------------------------------- commands

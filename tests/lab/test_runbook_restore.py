@@ -23,7 +23,7 @@ from runbooks_lib.etcd_restore import MARKER
 from runbooks_lib.lab import cluster
 from tests.lab.cluster_fixtures import LabCluster, replace_params
 from tests.lab.processes import kill_run
-from tests.lab.test_runbook_snapshot import restore_params, run, summary, target_params
+from tests.lab.test_runbook_snapshot import members_untouched, restore_params, run, summary, target_params
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -90,3 +90,35 @@ def test_restore_after_two_of_three_members_reinstalled(restored_cluster: LabClu
     kept = c.lab.ssh("node2", ["sh", "-c", "ls -d /var/lib/etcd.before-restore-* 2>/dev/null"], check=False)
     assert kept.stdout.strip() == "", kept.stdout
     print(f"restore end to end (interrupted run + re-run): {elapsed:.0f} s")
+
+
+@pytest.mark.timeout(600)
+def test_a_restore_whose_api_server_cannot_be_stopped_is_refused_before_etcd_is_touched(
+        kubespray_cluster: LabCluster, tmp_path: Path) -> None:
+    """node2's kube-apiserver manifest is gone from kubelet's directory (and not aside): nothing can stop that
+    API server the way the restore does, so even the dry run is refused in its preflight, naming it."""
+    c = kubespray_cluster
+    manifest = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+    backups, runs = tmp_path / "backups", tmp_path / "runs"
+    taken = run("etcd-snapshot", target_params(c, tmp_path / "snapshot.yaml", backups, drill=False), runs)
+    assert taken.exit_code == 0, taken.line()
+    name = Path(summary(taken)["snapshot"]["path"]).name
+    before = c.etcdctl("node1", "endpoint", "status", "--cluster", "-w", "json").stdout
+    c.lab.ssh("node2", ["mv", manifest, "/root/kube-apiserver.yaml.elsewhere"])
+    try:
+        result = run("restore-cluster", restore_params(c, tmp_path / "restore.yaml", backups), runs, snapshot=name)
+    finally:
+        c.lab.ssh("node2", ["mv", "/root/kube-apiserver.yaml.elsewhere", manifest])
+    assert result.exit_code == 2, result.line()
+    text = Path(result.output).read_text()
+    assert "API server that cannot be stopped" in text and "node2 has no kube-apiserver.yaml" in text, result.line()
+    assert c.lab.ssh("node2", ["test", "-d", "/etc/kubernetes/manifests.restore-aside"], check=False).exited != 0
+    # etcd untouched: every member still runs with its own data.
+    members_untouched(c)
+    after = c.etcdctl("node1", "endpoint", "status", "--cluster", "-w", "json").stdout
+    assert len(json.loads(after)) == len(json.loads(before)) == 3
+    # kubelet runs the API server again from the manifest put back (within its file check period).
+    deadline = time.monotonic() + 120
+    while c.lab.ssh("node2", ["systemctl", "is-active", "--quiet", "kube-apiserver"], check=False).exited != 0:
+        assert time.monotonic() < deadline, "node2's API server did not come back"
+        time.sleep(2)
