@@ -94,6 +94,9 @@ dns_settle_s: float = 15.0  # after the fix, the new DNS pods must run this long
 app_name: str = "sticky-session"  # the test app: Deployment, Service and Ingress of this name
 app_namespace: str = "default"  # namespace of the test app
 app_host: str = ""  # required: the app's host name (Ingress rule, DNS record)
+app_image: str = "mopckou/sticky-session:latest"  # the test app's image: any HTTP app (its pod is shown when it reports it)
+app_port: int = 8080  # the port the app listens on (also passed to it as $PORT)
+app_ready_path: str = "/healthz"  # the app's readiness probe path (a 2xx when ready)
 dns_server: str = ""  # DNS server that must resolve app_host to every ingress node; empty: skip
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
 dry_run: bool = True  # stop after the plan
@@ -433,7 +436,8 @@ ingress_nodes = {n: address[n] for n in k8s_nodes}
 if proceed:
     with steps.step("app via ingress") as s:
         manifests = ingress.app_manifests(p.app_name, p.app_host, replicas=max(2, len(wanted.workers)),
-                                          namespace=p.app_namespace)
+                                          namespace=p.app_namespace, image=p.app_image,
+                                          port=p.app_port, ready_path=p.app_ready_path)
         applied_app = kube.apply(api, manifests, namespace=p.app_namespace, timeout=p.timeout_s)
         changes["app"] = [f"{a.kind}/{a.name} {a.action}" for a in applied_app if a.action != "unchanged"]
         print(", ".join(f"{a.kind}/{a.name} {a.action}" for a in applied_app))

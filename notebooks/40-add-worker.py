@@ -88,6 +88,9 @@ install_python: bool = True  # apt-get install python3 where it is missing (else
 app_name: str = "sticky-session"  # the test app (Deployment, Service, Ingress) the install runbook deployed
 app_namespace: str = "default"  # namespace of the test app
 app_host: str = ""  # required: the app's host name (Ingress rule, DNS name)
+app_image: str = "mopckou/sticky-session:latest"  # the test app's image: any HTTP app (its pod is shown when it reports it)
+app_port: int = 8080  # the port the app listens on (also passed to it as $PORT)
+app_ready_path: str = "/healthz"  # the app's readiness probe path (a 2xx when ready)
 dns_server: str = ""  # DNS server to check app_host's A records on; empty: no DNS check
 dns_command: list[str] = []  # DNS hook setting app_host's A records, e.g. ["my-dns", "set", "{name}", "{ips}"]; empty: manual
 ansible_env: dict[str, str] = {}  # extra environment for ansible-playbook (e.g. ANSIBLE_CACHE_PLUGIN_CONNECTION)
@@ -301,7 +304,8 @@ if act:
         ready = sorted(n.name for n in kube.nodes(api, timeout=p.timeout_s) if n.is_ready and n.name in new)
         workers_now = inventory_lib.load(p.inventory).workers
         manifests = ingress.app_manifests(p.app_name, p.app_host, replicas=max(2, len(workers_now)),
-                                          namespace=p.app_namespace)
+                                          namespace=p.app_namespace, image=p.app_image,
+                                          port=p.app_port, ready_path=p.app_ready_path)
         changes["app"] = [f"{a.kind}/{a.name} {a.action}" for a in kube.apply(api, manifests, namespace=p.app_namespace,
                                                                                timeout=p.timeout_s)
                           if a.action != "unchanged"]

@@ -99,6 +99,9 @@ workers: list[str] = []  # for the install runbook (this one reads the inventory
 app_name: str = "sticky-session"  # the test app: Deployment, Service and Ingress of this name
 app_namespace: str = "default"  # namespace of the test app
 app_host: str = ""  # required: the app's host name (Ingress rule; DNS round-robin name)
+app_image: str = "mopckou/sticky-session:latest"  # the test app's image: any HTTP app (its pod is shown when it reports it)
+app_port: int = 8080  # the port the app listens on (also passed to it as $PORT)
+app_ready_path: str = "/healthz"  # the app's readiness probe path (a 2xx when ready)
 dns_server: str = ""  # required: DNS server the probe resolves app_host against
 dns_port: int = 53  # its port
 strategies: list[str] = ["dns-naive", "dns-fallback", "happy-eyeballs", "keepalived-vip", "haproxy"]  # front doors compared
@@ -300,7 +303,8 @@ answers: list = []
 
 def deploy_app() -> str:
     manifests = ingress.app_manifests(p.app_name, p.app_host, replicas=max(2, len(inv.members("kube_node"))),
-                                      namespace=p.app_namespace)
+                                      namespace=p.app_namespace, image=p.app_image,
+                                      port=p.app_port, ready_path=p.app_ready_path)
     applied = kube.apply(api, manifests, namespace=p.app_namespace, timeout=p.timeout_s)
     pods: list = []
 

@@ -113,6 +113,7 @@ NUMBER_BOUNDS: Mapping[str, Bounds] = {
     "keep_days": Bounds(0, 36500, unit=" days"),  # 0: rule off
     "dead_drain_grace_period_s": Bounds(0, WEEK_S, unit=" s"),  # 0: no grace period
     "dns_port": Bounds(1, 65535),
+    "app_port": Bounds(1, 65535),
     "haproxy_port": Bounds(0, 65535),  # 0: a free port
     "rate": Bounds(0, 1000, above=True, unit=" requests per second per strategy"),
     "warmup_s": Bounds(0, 3600, unit=" s"),  # 0: no warm-up
@@ -150,6 +151,17 @@ def out_of_range(p: object) -> list[str]:
             problems.append(f"{f.name} must be {bounds}, got {value}")
         elif bounds is None and not math.isfinite(value):
             problems.append(f"{f.name} must be a finite number, got {value}")
+    return problems
+
+
+def bad_app(p: object) -> list[str]:
+    """Problems of the test app's image and readiness path (fields ``app_image``, ``app_ready_path``). Pure."""
+    problems = []
+    image, ready = getattr(p, "app_image", ""), getattr(p, "app_ready_path", "/")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", image or ""):
+        problems.append(f"app_image {image!r} is not an image reference (e.g. registry.example.org/team/app:1.4.2)")
+    if not re.fullmatch(r"/[^\s]*", ready or ""):
+        problems.append(f"app_ready_path {ready!r} must be an absolute URL path such as /healthz")
     return problems
 
 
@@ -554,6 +566,9 @@ class InstallParams(Target):
     app_name: str = "sticky-session"
     app_namespace: str = "default"
     app_host: str = ""
+    app_image: str = "mopckou/sticky-session:latest"  # the test app's image (any HTTP app: see app_port, app_ready_path)
+    app_port: int = 8080  # the port the app listens on (also passed to it as $PORT)
+    app_ready_path: str = "/healthz"  # the app's readiness probe path (a 2xx when ready)
     dns_server: str = ""  # empty: skip the DNS check
     ansible_env: dict[str, str] = field(default_factory=dict)  # extra environment for ansible-playbook
     dry_run: bool = True
@@ -577,6 +592,7 @@ def check_install(p: InstallParams) -> InstallParams:
     problems += not_ip_addresses("dns_server", [p.dns_server] if p.dns_server else [])
     if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", p.app_host):
         problems.append(f"app_host {p.app_host!r} is not a DNS name")
+    problems += bad_app(p)
     problems += pin_breaking_env("ansible_env", p.ansible_env)
     problems += out_of_range(p)
     refuse(problems, "install")
@@ -658,6 +674,9 @@ class AddWorkerParams(Target):
     app_name: str = "sticky-session"
     app_namespace: str = "default"
     app_host: str = ""
+    app_image: str = "mopckou/sticky-session:latest"  # the test app's image (any HTTP app: see app_port, app_ready_path)
+    app_port: int = 8080  # the port the app listens on (also passed to it as $PORT)
+    app_ready_path: str = "/healthz"  # the app's readiness probe path (a 2xx when ready)
     dns_server: str = ""  # check app_host's A records there; empty: no DNS check
     dns_command: tuple[str, ...] = ()  # hook setting app_host's A records: argv with {name} and {ips}
     ansible_env: dict[str, str] = field(default_factory=dict)
@@ -716,6 +735,7 @@ def check_add_worker(p: AddWorkerParams) -> AddWorkerParams:
             problems.append(f"new_workers: {name} and {seen[ip]} have the same IP {ip}")
         seen.setdefault(ip, name)
     problems += bad_dns_servers("upstream_dns_servers", p.upstream_dns_servers)
+    problems += bad_app(p)
     _check_common_worker(p, problems)
     refuse(problems, "add-worker")
     return p
@@ -798,6 +818,9 @@ class FailoverParams(Target):
     app_name: str = "sticky-session"
     app_namespace: str = "default"
     app_host: str = ""
+    app_image: str = "mopckou/sticky-session:latest"  # the test app's image (any HTTP app: see app_port, app_ready_path)
+    app_port: int = 8080  # the port the app listens on (also passed to it as $PORT)
+    app_ready_path: str = "/healthz"  # the app's readiness probe path (a 2xx when ready)
     dns_server: str = ""
     dns_port: int = 53
     strategies: tuple[str, ...] = ("dns-naive", "dns-fallback", "happy-eyeballs", "keepalived-vip", "haproxy")
@@ -856,6 +879,7 @@ def check_failover(p: FailoverParams) -> FailoverParams:
     if "keepalived-vip" in p.strategies:
         prefix = p.vip_prefix if NUMBER_BOUNDS["vip_prefix"].holds(p.vip_prefix) else None
         problems += bad_node_addresses("vip", [p.vip], prefix=prefix)
+    problems += bad_app(p)
     problems += out_of_range(p)
     refuse(problems, "failover", fix="correct the parameter file or -p values; nothing was run")
     return p
