@@ -74,7 +74,7 @@ def _etcd_keys(cluster) -> set[str]:
 
 
 def test_the_cache_follows_etcd_again_after_the_member_restarts(etcd1_own, api_server_factory):
-    server = api_server_factory(etcd_servers=etcd1_own.etcd_servers)
+    server = api_server_factory(etcd_servers=etcd1_own.etcd_servers, extra_args=["--no-controllers", "--watch-cache"])
     rv = _create(server, "first")
     watch = Watch(server, f"{CMS}?watch=true&resourceVersion={rv}&timeoutSeconds=60")
     try:
@@ -97,7 +97,7 @@ def test_the_cache_follows_etcd_again_after_the_member_restarts(etcd1_own, api_s
 
 
 def test_a_restore_under_a_running_server_is_not_seen_until_it_restarts(etcd1_own, api_server_factory, tmp_path: Path):
-    server = api_server_factory(etcd_servers=etcd1_own.etcd_servers)
+    server = api_server_factory(etcd_servers=etcd1_own.etcd_servers, extra_args=["--no-controllers", "--watch-cache"])
     _create(server, "before")
     snapshot = tmp_path / "snapshot.db"
     proc = etcd1_own.etcdctl("snapshot", "save", str(snapshot))

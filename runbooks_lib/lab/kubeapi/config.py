@@ -41,6 +41,7 @@ class ServerConfig:
     controllers_kubeconfig: str | None
     controllers_ca_key: str | None
     manifest: str | None
+    watch_cache: bool = False
 
 
 def parse_duration(text: str) -> float:
@@ -81,6 +82,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--etcd-tls-server-name", default="localhost",
       help="name verified in etcd server certificates (stand-in flag; Kubespray's carry 'localhost')")
     a("--storage", choices=("etcd", "memory"), default="etcd", help="memory: no etcd, for tests")
+    a("--watch-cache", action="store_true",
+      help="serve reads and watches from a watch cache fed by one etcd watch, as kube-apiserver "
+           "(stand-in flag; off by default in the lab: see docs/kube-api-stand-in.md)")
     a("--secure-port", type=int, default=6443)
     a("--bind-address", default="0.0.0.0")
     a("--advertise-address")
@@ -151,4 +155,5 @@ def parse_serve_args(argv: list[str]) -> ServerConfig:
         controllers_kubeconfig=ns.controllers_kubeconfig,
         controllers_ca_key=ns.controllers_ca_key,
         manifest=ns.manifest,
+        watch_cache=ns.watch_cache,
     )

@@ -159,11 +159,12 @@ def _controllers_entry():
 
 
 def make_store(config: ServerConfig) -> Store:
-    """Memory storage (uncached), or etcd behind a watch cache as kube-apiserver uses it."""
+    """Memory storage, etcd read directly, or (``--watch-cache``) etcd behind a watch cache as kube-apiserver."""
     if config.storage == "memory":
         return MemoryStore()
-    return CachedStore(EtcdStore(config.etcd_servers, config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile,
-                                 timeout=config.etcd_request_timeout, tls_server_name=config.etcd_tls_server_name))
+    store = EtcdStore(config.etcd_servers, config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile,
+                      timeout=config.etcd_request_timeout, tls_server_name=config.etcd_tls_server_name)
+    return CachedStore(store) if config.watch_cache else store
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
@@ -176,7 +177,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         except (NotImplementedError, RuntimeError):
             pass
     store = make_store(config)
-    if isinstance(store, CachedStore):
+    if isinstance(store, (CachedStore, EtcdStore)):
         await store.connect()
     api = Api(store, config.service_cluster_ip_range, config.service_node_port_range)
     ip = advertise_ip(config)

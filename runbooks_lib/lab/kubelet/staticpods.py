@@ -150,6 +150,8 @@ class StaticPods:
         self.published: dict[str, tuple[str, float]] = {}  # mirror name -> (hash, start) last published
         self.restarts = 0
         self.stopped: set[str] = set()  # units stopped because their manifest was gone (started when it is back)
+        # manifests read here while their unit ran (a mirror pod may not be published yet: the API can be down)
+        self.seen: set[str] = set()
 
     def owns(self, pod: Mapping) -> bool:
         """True for the mirror pods this manager publishes (the kubelet must not run them as pods)."""
@@ -193,6 +195,7 @@ class StaticPods:
                 started = await self.runtime.started_at(unit)
             if started is None:
                 continue  # not running: whoever installs the unit starts it
+            self.seen.add(filename)
             digest = manifest_hash(text)
             name = mirror_name(manifest, self.node)
             running_hash = await self._running_hash(name, manifest)
@@ -206,9 +209,10 @@ class StaticPods:
 
     async def _gone(self, filename: str, unit: str) -> None:
         """The manifest it ran is gone: stop its unit if it runs, forget and (best effort) delete its mirror pod."""
-        name = f"{Path(filename).stem}-{self.node}"
-        if name not in self.published:
+        if filename not in self.seen:
             return  # never run from this file here (another node's role, or not yet written)
+        self.seen.discard(filename)
+        name = f"{Path(filename).stem}-{self.node}"
         self.published.pop(name, None)
         if await self.runtime.started_at(unit) is None:
             return
