@@ -16,11 +16,9 @@ It holds names, addresses and modes only, never a secret.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runbooks_lib import errors, local
+from runbooks_lib.inventory.document import write_atomic
 
 LEDGER_DIR = ".runbooks-leftovers"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -108,14 +107,4 @@ class Ledger:
             local.fsync_directory(directory.parent)
         data = json.dumps([{"kind": e.kind, "target": e.target, "since": e.since, "pid": e.pid,
                             "detail": dict(e.detail)} for e in entries], indent=2, default=str) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-        try:
-            try:
-                local.write_synced(fd, data.encode())
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        local.fsync_directory(directory)
+        write_atomic(self.path, data.encode(), mode=0o600)
